@@ -1,0 +1,61 @@
+"""visextract: turn folders of images into validated, queryable records.
+
+    import visextract as vx
+    ex = vx.Extractor(db="sqlite:///photos.db", schema="scene", tools=["classifier", "ocr"], llm=None)
+    summary = ex.run("photos/")              # RunSummary(processed, skipped, failed, seconds)
+    for rec in ex.records(schema="scene"):    # typed records; rec.data is the schema's Pydantic object
+        print(rec.path, rec.data)
+
+Heavy libraries (torch, transformers, langgraph) are imported only when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Extractor": "visextract.extractor",
+    "RunSummary": "visextract.extractor",
+    "load_schema": "visextract.schemas.registry",
+    "RecordSchema": "visextract.schemas.base",
+    "Record": "visextract.schemas.record",
+    "RecordStatus": "visextract.schemas.record",
+    "FieldProvenance": "visextract.schemas.record",
+    "LlmUsage": "visextract.schemas.record",
+    "Settings": "visextract.config",
+    "VisextractError": "visextract.errors",
+}
+
+__all__ = [
+    "Extractor",
+    "FieldProvenance",
+    "LlmUsage",
+    "Record",
+    "RecordSchema",
+    "RecordStatus",
+    "RunSummary",
+    "Settings",
+    "VisextractError",
+    "__version__",
+    "load_schema",
+]
+
+if TYPE_CHECKING:
+    from visextract.config import Settings
+    from visextract.errors import VisextractError
+    from visextract.extractor import Extractor, RunSummary
+    from visextract.schemas.base import RecordSchema
+    from visextract.schemas.record import FieldProvenance, LlmUsage, Record, RecordStatus
+    from visextract.schemas.registry import load_schema
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'visextract' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""LangGraph graphs: the per-image extraction graph and the query (chat) agent."""

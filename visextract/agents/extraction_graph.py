@@ -1,0 +1,41 @@
+"""The extraction graph, per image. This file is the pipeline's table of contents.
+
+load -> plan -> tools -> extract -> validate -> persist
+  \\-> (already done) -> end          \\-> (failed) -> persist
+"""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from visextract.agents.extraction_nodes import (
+    after_load,
+    after_tools,
+    extract,
+    load,
+    persist,
+    plan,
+    run_tools,
+    validate,
+)
+from visextract.agents.extraction_state import ExtractionContext, ImageState
+
+
+def build_extraction_graph() -> CompiledStateGraph:
+    graph = StateGraph(ImageState, context_schema=ExtractionContext)
+    graph.add_node("load", load)
+    graph.add_node("plan", plan)
+    graph.add_node("tools", run_tools)
+    graph.add_node("extract", extract)
+    graph.add_node("validate", validate)
+    graph.add_node("persist", persist)
+
+    graph.add_edge(START, "load")
+    graph.add_conditional_edges("load", after_load, ["plan", "persist", END])
+    graph.add_edge("plan", "tools")
+    graph.add_conditional_edges("tools", after_tools, ["extract", "persist"])
+    graph.add_edge("extract", "validate")
+    graph.add_edge("validate", "persist")
+    graph.add_edge("persist", END)
+    return graph.compile()

@@ -1,0 +1,121 @@
+"""Driving the extraction graph over a stream of files: bounded concurrency, progress, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from langgraph.graph.state import CompiledStateGraph
+
+from visextract.agents.extraction_nodes import save_record
+from visextract.agents.extraction_state import ExtractionContext, ImageState, Outcome
+
+log = logging.getLogger("visextract")
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """How one image ended, as reported to progress callbacks."""
+
+    path: str
+    status: Outcome
+    error: str | None = None
+    record_id: int | None = None
+
+
+async def run_images(
+    graph: CompiledStateGraph,
+    context: ExtractionContext,
+    files: Iterable[Path],
+    *,
+    images_in_flight: int,
+    on_image: Callable[[ImageOutcome], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Counter[str]:
+    """Run every file through `graph`, at most `images_in_flight` at once; returns counts by outcome.
+
+    Setting `stop` (Ctrl-C does, when running in the main thread) stops taking new files; the images
+    already in flight finish and are stored.
+    """
+    stop = stop or threading.Event()
+    counts: Counter[str] = Counter()
+    pending: set[asyncio.Task[ImageOutcome]] = set()
+    restore = _stop_on_sigint(stop)
+
+    def finished(done: set[asyncio.Task[ImageOutcome]]) -> None:
+        for task in done:
+            outcome = task.result()
+            counts[outcome.status] += 1
+            if on_image is not None:
+                on_image(outcome)
+
+    try:
+        for path in files:
+            if stop.is_set():
+                break
+            while len(pending) >= images_in_flight:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                finished(done)
+            pending.add(asyncio.create_task(_run_one(graph, context, str(path))))
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finished(done)
+    finally:
+        restore()
+    if stop.is_set():
+        counts["interrupted"] = 1
+    return counts
+
+
+async def _run_one(graph: CompiledStateGraph, context: ExtractionContext, path: str) -> ImageOutcome:
+    try:
+        state: ImageState = await graph.ainvoke({"path": path}, context=context)
+    except Exception as exc:  # an internal bug must not stop the batch: record it, log the traceback
+        log.error("internal error on %s:\n%s", path, traceback.format_exc())
+        reason = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+        await _store_failure(context, path, reason)
+        return ImageOutcome(path=path, status="failed", error=reason)
+    return ImageOutcome(
+        path=path,
+        status=state.get("status", "failed"),
+        error=state.get("error"),
+        record_id=state.get("record_id"),
+    )
+
+
+async def _store_failure(context: ExtractionContext, path: str, reason: str) -> None:
+    try:
+        await save_record({"path": path, "status": "failed", "error": reason, "complete": False}, context)
+    except Exception:
+        log.error("could not store the failure of %s:\n%s", path, traceback.format_exc())
+
+
+def _stop_on_sigint(stop: threading.Event) -> Callable[[], None]:
+    """First Ctrl-C: finish in-flight images, then stop. Second Ctrl-C: the usual KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def first_interrupt() -> None:
+        stop.set()
+        log.warning("stopping after the images in flight (Ctrl-C again to abort)")
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first_interrupt)
+    except (NotImplementedError, RuntimeError):
+        return lambda: None
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore

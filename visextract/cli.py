@@ -1,0 +1,411 @@
+"""The `visextract` command line: parses options, calls the Python API, prints with Rich.
+
+Heavy libraries load only inside commands, so `visextract --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="visextract",
+    help=(
+        "Turn folders of images into validated, queryable records.\n\n"
+        "Examples:\n\n"
+        "  visextract run photos/                      # offline tools into visextract.db\n\n"
+        "  visextract status --list                    # what is in the database\n\n"
+        "  visextract export --format jsonl -o out.jsonl"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+# Piped output gets wide lines, so paths in tables are not folded.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: $VISEXTRACT_DB or sqlite:///visextract.db).", show_default=False
+    ),
+]
+
+
+def friendly_errors(command: F) -> F:
+    """Print user errors as one line on stderr and exit non-zero; never a traceback for them."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from visextract.errors import VisextractError
+
+        try:
+            return command(*args, **kwargs)
+        except VisextractError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(db: str | None) -> Any:
+    from visextract.config import Settings
+
+    settings = Settings()
+    return settings.model_copy(update={"db": db}) if db else settings
+
+
+def _store(db: str | None) -> Any:
+    from visextract.store import Store
+
+    return Store(_settings(db).db)
+
+
+def _split(values: str | None) -> list[str]:
+    return [v.strip() for v in (values or "").split(",") if v.strip()]
+
+
+def _parse_models(values: list[str] | None) -> dict[str, str]:
+    from visextract.errors import UsageError
+
+    models = {}
+    for value in values or []:
+        tool, sep, model = value.partition("=")
+        if not sep or not tool.strip() or not model.strip():
+            raise UsageError(
+                f"--model {value!r}: expected TOOL=HF_ID_OR_PATH, e.g. classifier=google/vit-base-patch16-224"
+            )
+        models[tool.strip()] = model.strip()
+    return models
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show progress details and warnings.")
+    ] = False,
+) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    for noisy in ("httpx", "transformers", "sentence_transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+@app.command()
+@friendly_errors
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    db: DbOption = None,
+    schema: Annotated[
+        str, typer.Option(help="Record schema: a built-in name (see `visextract schemas`).")
+    ] = "scene",
+    tools: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated tools (default: the schema's, e.g. classifier,faces,ocr,colors)."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Swap a tool's model: TOOL=HF_ID_OR_PATH (repeatable)."),
+    ] = None,
+    skip_missing_tools: Annotated[
+        bool, typer.Option(help="Drop tools whose model is unavailable instead of stopping.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Redo images that are already done.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Process at most N images.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+) -> None:
+    """Extract records from images.
+
+    Examples:
+
+      visextract run photos/
+
+      visextract run scans/ receipts/ --tools ocr,colors --db sqlite:///docs.db
+
+      visextract run photos/ --force --limit 100
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visextract.extractor import Extractor
+
+    settings = _settings(db)
+    updates = {k: v for k, v in {"batch_size": batch_size, "device": device}.items() if v is not None}
+    extractor = Extractor(
+        schema=schema,
+        tools=_split(tools) or None,
+        models=_parse_models(model),
+        skip_missing_tools=skip_missing_tools,
+        settings=settings.model_copy(update=updates),
+    )
+    progress = Progress(
+        TextColumn("[bold]extracting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[last]}"),
+        console=err,
+        transient=False,
+    )
+    task = progress.add_task("extract", total=None, rate="-", last="")
+
+    def on_start(total: int) -> None:
+        progress.update(task, total=total)
+        progress.start()
+
+    def on_image(outcome: Any) -> None:
+        progress.advance(task)
+        elapsed = progress.tasks[0].elapsed or 0
+        done = progress.tasks[0].completed
+        rate = f"{done / elapsed:.2f}" if elapsed > 0 else "-"
+        progress.update(task, rate=rate, last=Path(outcome.path).name[-40:])
+
+    try:
+        summary = extractor.run(*paths, force=force, limit=limit, on_start=on_start, on_image=on_image)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+    _print_summary(summary, extractor.store.safe_url)
+
+
+def _print_summary(summary: Any, db_url: str) -> None:
+    rate = summary.total / summary.seconds if summary.seconds else 0.0
+    parts = [f"[green]{summary.processed} processed[/green]"]
+    if summary.needs_review:
+        parts.append(f"[yellow]{summary.needs_review} need review[/yellow]")
+    parts.append(f"{summary.skipped} skipped")
+    parts.append(f"[red]{summary.failed} failed[/red]" if summary.failed else "0 failed")
+    out.print(f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.2f} img/s) -> {db_url}")
+    for path, reason in summary.failures[:10]:
+        out.print(f"  [red]failed[/red] {path}: {reason}", highlight=False)
+    if len(summary.failures) > 10:
+        out.print(f"  ... see `visextract status --list --failed` for all {summary.failed} failures")
+    if summary.interrupted:
+        out.print("[yellow]interrupted[/yellow]: run the same command again to continue")
+
+
+@app.command()
+@friendly_errors
+def status(
+    db: DbOption = None,
+    list_records: Annotated[bool, typer.Option("--list", help="List every current record.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="With --list: only failed records.")] = False,
+    schema: Annotated[str | None, typer.Option(help="Only this schema.")] = None,
+) -> None:
+    """Counts of records by schema and status, recent runs, and optionally every record.
+
+    Examples:
+
+      visextract status
+
+      visextract status --list --failed
+    """
+    store = _store(db)
+    counts = store.status_counts()
+    table = Table(title=f"records in {store.safe_url}")
+    for column in ("schema", "ok", "needs_review", "failed", "total"):
+        table.add_column(column, justify="left" if column == "schema" else "right")
+    for name, by_status in sorted(counts.items()):
+        if schema and name != schema:
+            continue
+        table.add_row(
+            name,
+            str(by_status.get("ok", 0)),
+            str(by_status.get("needs_review", 0)),
+            str(by_status.get("failed", 0)),
+            str(sum(by_status.values())),
+        )
+    out.print(table)
+    out.print(f"{store.image_count()} distinct images")
+    runs = store.recent_runs(3)
+    for run_row in runs:
+        out.print(
+            f"run {run_row.id} ({run_row.status}, {run_row.started_at:%Y-%m-%d %H:%M}): "
+            f"{run_row.processed} processed, {run_row.skipped} skipped, {run_row.failed} failed, "
+            f"{run_row.seconds:.1f} s",
+            highlight=False,
+        )
+    if list_records:
+        _print_record_table(store, schema, "failed" if failed else None)
+
+
+def _print_record_table(store: Any, schema: str | None, only_status: str | None) -> None:
+    from visextract.store.export import export_dicts
+
+    table = Table(show_lines=False)
+    for column in ("path", "status", "top label", "faces", "text", "error"):
+        table.add_column(column, overflow="fold")
+    for record in export_dicts(store, schema):
+        if only_status and record["status"] != only_status:
+            continue
+        tools = record["tools"]
+        top = tools.get("classifier", [{}])[0].get("label", "") if tools.get("classifier") else ""
+        faces = str(len(tools["faces"])) if "faces" in tools else ""
+        text = " ".join(line["text"] for line in tools.get("ocr", []))
+        style = {"ok": "green", "failed": "red", "needs_review": "yellow"}.get(record["status"], "")
+        table.add_row(
+            _short_path(record["path"]),
+            f"[{style}]{record['status']}[/{style}]",
+            top,
+            faces,
+            (text[:40] + "…") if len(text) > 40 else text,
+            record["error"] or "",
+        )
+    out.print(table)
+
+
+def _short_path(path: str) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+@app.command()
+@friendly_errors
+def show(
+    path_or_sha: Annotated[
+        str, typer.Argument(help="An image path, or its sha256 (or a prefix of 6+ characters).")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Show an image's current records as JSON (the export shape), plus every path it was found at.
+
+    Example:
+
+      visextract show photos/cat.jpg
+    """
+    from visextract.errors import UsageError
+    from visextract.store.export import export_dicts
+
+    store = _store(db)
+    rows = store.find_records(path_or_sha)
+    if not rows:
+        raise UsageError(f"no record for {path_or_sha!r} in {store.safe_url}")
+    wanted = {row.id for row in rows}
+    schemas = {row.schema_name for row in rows}
+    for schema_name in sorted(schemas):
+        for record in export_dicts(store, schema_name, with_ids=True):
+            if record["record_id"] in wanted:
+                record.pop("is_current")
+                paths = store.paths_of(record["sha256"]) if record["sha256"] else [record["path"]]
+                record["paths"] = paths
+                out.print_json(json.dumps(record, default=str, ensure_ascii=False))
+
+
+@app.command()
+@friendly_errors
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")
+    ] = None,
+    db: DbOption = None,
+    schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
+    all_versions: Annotated[bool, typer.Option(help="Include superseded records (history).")] = False,
+) -> None:
+    """Export current records, one per image and schema.
+
+    Examples:
+
+      visextract export --format jsonl -o records.jsonl
+
+      visextract export --format csv --schema scene > scene.csv
+    """
+    from visextract.store.export import write_export
+
+    store = _store(db)
+    count = write_export(store, fmt, output, schema_name=schema, all_versions=all_versions, stdout=sys.stdout)
+    if output is not None:
+        err.print(f"wrote {count} records to {output}")
+
+
+@app.command()
+@friendly_errors
+def schemas() -> None:
+    """List the built-in record schemas and their fields."""
+    from visextract.schemas.registry import BUILT_IN_SCHEMAS
+
+    for schema in BUILT_IN_SCHEMAS.values():
+        table = Table(
+            title=f"{schema.name} (version {schema.version}): {schema.description}", title_justify="left"
+        )
+        table.add_column("field")
+        table.add_column("type")
+        table.add_column("description")
+        properties = schema.json_schema.get("properties", {})
+        for name, field in schema.model.model_fields.items():
+            table.add_row(name, _type_text(properties.get(name, {})), field.description or "")
+        out.print(table)
+        out.print(f"default tools: {', '.join(schema.default_tools)}\n")
+
+
+def _type_text(prop: dict[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " | ".join(_type_text(p) for p in prop["anyOf"])
+    if prop.get("type") == "array":
+        return f"list[{_type_text(prop.get('items', {}))}]"
+    return str(prop.get("type", prop.get("$ref", "any")).split("/")[-1])
+
+
+@app.command()
+@friendly_errors
+def models(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Check a swapped model: TOOL=HF_ID_OR_PATH (repeatable)."),
+    ] = None,
+) -> None:
+    """List every tool, the model it uses, and whether that model is available on this machine."""
+    from visextract.tools.base import ToolOptions
+    from visextract.tools.registry import TOOL_SPECS
+
+    options = ToolOptions(models=_parse_models(model))
+    table = Table()
+    for column in ("tool", "model", "available", "output"):
+        table.add_column(column)
+    for name, spec in TOOL_SPECS.items():
+        tool = spec.build(options)
+        reason = tool.missing_reason()
+        table.add_row(
+            name,
+            tool.model_id,
+            "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
+            spec.description,
+        )
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `visextract export | head -n 1`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Settings, read from keyword arguments, then `VISEXTRACT_*` environment variables, then defaults.
+
+VISEXTRACT_DB=postgresql+psycopg://localhost/photos visextract run photos/
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_URL = "sqlite:///visextract.db"
+DEFAULT_TOOLS: tuple[str, ...] = ("classifier", "faces", "ocr", "colors")
+
+
+class Settings(BaseSettings):
+    """Run-time settings shared by the CLI and the Python API."""
+
+    model_config = SettingsConfigDict(env_prefix="VISEXTRACT_", extra="ignore")
+
+    db: str = Field(DEFAULT_DB_URL, description="SQLAlchemy database URL")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    batch_size: int = Field(8, ge=1, description="images per model batch for batched tools")
+    images_in_flight: int = Field(16, ge=1, description="images being processed at once (bounds memory)")
+    max_side: int = Field(2048, ge=64, description="longest side of the working copy the tools see")
+    max_image_pixels: int = Field(
+        120_000_000, ge=1, description="larger images are refused as possible decompression bombs"
+    )
+    threads: int = Field(0, ge=0, description="CPU threads per model; 0 picks from the core count")

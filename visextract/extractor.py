@@ -1,0 +1,241 @@
+"""The Python API for extraction: `Extractor(...).run(folder)` and `Extractor(...).records()`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any
+
+from pydantic import BaseModel
+
+from visextract.config import Settings
+from visextract.errors import ModelUnavailableError, UsageError
+from visextract.schemas.base import RecordSchema
+from visextract.schemas.record import Record
+from visextract.schemas.registry import load_schema
+from visextract.store import Store
+from visextract.tools.base import Tool, ToolOptions
+
+log = logging.getLogger("visextract")
+
+
+@dataclass
+class RunSummary:
+    """What a run did. `processed` counts images that got a new usable record (ok or needs_review)."""
+
+    processed: int
+    skipped: int
+    failed: int
+    seconds: float
+    needs_review: int = 0
+    run_id: int | None = None
+    interrupted: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), first 100
+
+    @property
+    def total(self) -> int:
+        return self.processed + self.skipped + self.failed
+
+
+class Extractor:
+    """Turns image folders into records in a database.
+
+        import visextract as vx
+        ex = vx.Extractor(db="sqlite:///photos.db", schema="scene", tools=["classifier", "ocr"])
+        summary = ex.run("photos/")          # RunSummary(processed=..., skipped=..., failed=..., seconds=...)
+        for rec in ex.records():
+            print(rec.path, rec.status, rec.data)
+
+    `tools=None` runs the schema's default tools (for `scene`: classifier, faces, ocr, colors).
+    `models` swaps a tool's model: `{"classifier": "google/vit-base-patch16-224"}`.
+    """
+
+    def __init__(
+        self,
+        db: str | None = None,
+        schema: str | type[BaseModel] | RecordSchema = "scene",
+        tools: Sequence[str] | None = None,
+        llm: str | None = None,
+        *,
+        models: dict[str, str] | None = None,
+        skip_missing_tools: bool = False,
+        settings: Settings | None = None,
+        **tool_settings: Any,
+    ) -> None:
+        self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
+        self.schema = load_schema(schema)
+        if llm not in (None, "none"):
+            raise UsageError(f"llm={llm!r} is not available yet: use llm=None (tools only)")
+        self.tool_names = list(tools) if tools is not None else list(self.schema.default_tools)
+        if not self.tool_names:
+            raise UsageError("no tools selected: pass at least one tool")
+        self.tool_options = ToolOptions(
+            models=dict(models or {}),
+            device=self.settings.device,
+            batch_size=self.settings.batch_size,
+            threads=self.settings.threads,
+            **tool_settings,
+        )
+        self.skip_missing_tools = skip_missing_tools
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.db)
+        return self._store
+
+    def prepare_tools(self) -> list[Tool]:
+        """The tools this run will use, with unavailable models reported (or dropped) before any work."""
+        from visextract.tools.registry import build_tools
+
+        tools = build_tools(self.tool_names, self.tool_options)
+        usable = []
+        for tool in tools:
+            reason = tool.missing_reason()
+            if reason is None:
+                usable.append(tool)
+            elif self.skip_missing_tools:
+                log.warning("skipping tool %s: %s", tool.name, reason)
+            else:
+                raise ModelUnavailableError(f"tool {tool.name}: {reason}")
+        if not usable:
+            raise ModelUnavailableError("none of the selected tools can run here")
+        return usable
+
+    def run(
+        self,
+        *paths: str | PathLike[str],
+        force: bool = False,
+        limit: int | None = None,
+        on_start: Callable[[int], None] | None = None,
+        on_image: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunSummary:
+        """Process every image under `paths` (recursively). Images already done are skipped unless `force`.
+
+        `on_start(total)` is called once the files are listed; `on_image(outcome)` after each image.
+        """
+        from visextract.images import find_images
+
+        if not paths:
+            raise UsageError("no paths given: pass image files or folders")
+        if limit is not None and limit < 0:
+            raise UsageError("--limit must be 0 or more")
+        files = list(itertools.islice(find_images(paths), limit))
+        tools = self.prepare_tools()
+        self.store  # noqa: B018  (open the database now: a bad URL is an error before any work)
+        if on_start is not None:
+            on_start(len(files))
+        return _run_in_own_loop(lambda: self._run(files, tools, force, on_image, stop))
+
+    async def _run(
+        self, files: list[Any], tools: list[Tool], force: bool, on_image: Any, stop: Any
+    ) -> RunSummary:
+        from visextract.agents.extraction_graph import build_extraction_graph
+        from visextract.agents.extraction_run import run_images
+        from visextract.agents.extraction_state import ExtractionContext
+        from visextract.tools.batcher import ToolBatcher
+
+        started = time.perf_counter()
+        store = self.store
+        tool_map = {tool.name: tool for tool in tools}
+        run_id = store.start_run(
+            self.schema,
+            {name: tool.cache_key for name, tool in tool_map.items()},
+            {"files": len(files), "force": force},
+        )
+        batchers = {name: ToolBatcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+        context = ExtractionContext(
+            store=store,
+            schema=self.schema,
+            tools=tool_map,
+            batchers=batchers,
+            settings=self.settings,
+            run_id=run_id,
+            force=force,
+            writer=writer,
+        )
+        failures: list[tuple[str, str]] = []
+
+        def on_outcome(outcome: Any) -> None:
+            if outcome.status == "failed" and len(failures) < 100:
+                failures.append((outcome.path, outcome.error or "unknown error"))
+            if on_image is not None:
+                on_image(outcome)
+
+        status = "interrupted"
+        try:
+            counts = await run_images(
+                build_extraction_graph(),
+                context,
+                files,
+                images_in_flight=self.settings.images_in_flight,
+                on_image=on_outcome,
+                stop=stop,
+            )
+            status = "interrupted" if counts.get("interrupted") else "finished"
+        finally:
+            for batcher in batchers.values():
+                batcher.close()
+            writer.shutdown(wait=True)
+        summary = RunSummary(
+            processed=counts["ok"] + counts["needs_review"],
+            skipped=counts["skipped"],
+            failed=counts["failed"],
+            needs_review=counts["needs_review"],
+            seconds=round(time.perf_counter() - started, 3),
+            run_id=run_id,
+            interrupted=status == "interrupted",
+            failures=failures,
+        )
+        store.finish_run(
+            run_id,
+            {
+                "processed": summary.processed,
+                "skipped": summary.skipped,
+                "failed": summary.failed,
+                "needs_review": summary.needs_review,
+            },
+            summary.seconds,
+            status,
+        )
+        return summary
+
+    def records(self, schema: str | None = None, status: str | None = None) -> Iterator[Record[Any]]:
+        """Current records, typed: `rec.data` is an instance of the schema's Pydantic model."""
+        from visextract.store.typed_records import typed_records
+
+        record_schema = self.schema if schema in (None, self.schema.name) else load_schema(schema)
+        return typed_records(self.store, record_schema, status=status)
+
+
+def _run_in_own_loop(make_coroutine: Callable[[], Any]) -> Any:
+    """asyncio.run, also from code that already runs an event loop (e.g. Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(make_coroutine()))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="visextract-run")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,60 @@
+"""Choosing where models run: cuda > mps > cpu, half precision on GPUs, sane CPU threads."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import TYPE_CHECKING
+
+from visextract.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device to run on: `requested`, or the best available when it is "auto"."""
+    import torch
+
+    if requested != "auto":
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise UsageError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"device {requested!r} asked for, but CUDA is not available here")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it, fp16 on other GPUs and MPS, fp32 on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+@cache
+def configure_cpu_threads(threads: int = 0) -> int:
+    """Set torch's intra-op threads once per process; 0 means one per available core."""
+    import torch
+
+    count = max(1, threads or available_cores())
+    torch.set_num_threads(count)
+    return count
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity masks and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

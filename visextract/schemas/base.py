@@ -1,0 +1,62 @@
+"""What a record schema is: a Pydantic model plus how visextract fills and versions it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel
+
+from visextract.schemas.evidence import ToolEvidence
+from visextract.schemas.record import FieldProvenance
+
+
+@dataclass
+class FilledFields:
+    """Field values filled from tool outputs, each with its provenance."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, FieldProvenance] = field(default_factory=dict)
+
+    def set(self, name: str, value: Any, provenance: FieldProvenance) -> None:
+        self.values[name] = value
+        self.provenance[name] = provenance
+
+
+ToolFiller = Callable[[ToolEvidence], FilledFields]
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """A named record shape.
+
+    `fill_from_tools` fills fields straight from tool outputs (used when no LLM runs, and to
+    pre-fill what an LLM does not need to guess). `default_tools` is what runs when the user gives
+    no `--tools`.
+    """
+
+    name: str
+    model: type[BaseModel]
+    description: str
+    default_tools: tuple[str, ...]
+    fill_from_tools: ToolFiller | None = None
+    instructions: str = ""
+    origin: str = "built-in"
+
+    @cached_property
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+    @cached_property
+    def version(self) -> str:
+        """A stable hash of the JSON Schema: changes exactly when the record shape changes."""
+        canonical = json.dumps(self.json_schema, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def field_names(self) -> list[str]:
+        return list(self.model.model_fields)

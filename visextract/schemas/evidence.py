@@ -1,0 +1,74 @@
+"""Typed access to one image's tool outputs, for filling and cross-checking schema fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from visextract.schemas.record import EvidenceRef
+from visextract.schemas.results import (
+    BoxedResult,
+    Caption,
+    Classification,
+    ColorShare,
+    Detection,
+    Face,
+    OcrLine,
+    ToolResult,
+)
+
+
+@dataclass(frozen=True)
+class ToolEvidence:
+    """The results each tool produced for one image, keyed by tool name."""
+
+    results: Mapping[str, Sequence[ToolResult]] = field(default_factory=dict)
+
+    def ran(self, tool: str) -> bool:
+        return tool in self.results
+
+    def of(self, tool: str) -> Sequence[ToolResult]:
+        return self.results.get(tool, ())
+
+    @property
+    def classifications(self) -> list[Classification]:
+        return [r for r in self.of("classifier") if isinstance(r, Classification)]
+
+    @property
+    def faces(self) -> list[Face]:
+        return [r for r in self.of("faces") if isinstance(r, Face)]
+
+    @property
+    def ocr_lines(self) -> list[OcrLine]:
+        return [r for r in self.of("ocr") if isinstance(r, OcrLine)]
+
+    @property
+    def colors(self) -> list[ColorShare]:
+        return [r for r in self.of("colors") if isinstance(r, ColorShare)]
+
+    @property
+    def detections(self) -> list[Detection]:
+        return [r for tool in ("detector", "openvocab") for r in self.of(tool) if isinstance(r, Detection)]
+
+    @property
+    def captions(self) -> list[Caption]:
+        return [r for r in self.of("captioner") if isinstance(r, Caption)]
+
+    def ref(self, tool: str, index: int) -> EvidenceRef:
+        """An evidence reference to result `index` of `tool`."""
+        result = self.results[tool][index]
+        text = getattr(result, "text", None) or getattr(result, "label", None) or getattr(result, "hex", None)
+        box = result.box if isinstance(result, BoxedResult) else None
+        return EvidenceRef(tool=tool, index=index, text=text, box=box)
+
+    def refs(self, tool: str) -> list[EvidenceRef]:
+        """References to every result of `tool`."""
+        return [self.ref(tool, i) for i in range(len(self.of(tool)))]
+
+    def as_prompt_text(self) -> str:
+        """Compact text evidence, one tool per line, as sent to the LLM."""
+        lines = []
+        for tool, results in self.results.items():
+            shown = "; ".join(r.summary() for r in results) or "(nothing found)"
+            lines.append(f"{tool}: {shown}")
+        return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Schema creation and upgrades: small ordered functions, applied once each, recorded in `schema_migration`.
+
+A new database gets the current tables and is stamped with every migration. An older database gets the
+migrations it lacks, in order, inside one write transaction (so concurrent first runs do not race).
+To change the tables, edit `tables.py` and append a function here that upgrades an existing database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlmodel import SQLModel
+
+from visextract.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+
+def _create_tables(connection: Connection) -> None:
+    SQLModel.metadata.create_all(connection, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("create tables", _create_tables),
+]
+
+_PG_LOCK_ID = 0x76697378  # "visx"
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database at `engine` up to the current table layout."""
+    with engine.execution_options(write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+        connection.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migration "
+            "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        )
+        applied = {row[0] for row in connection.exec_driver_sql("SELECT version FROM schema_migration")}
+        if not applied and not inspect(connection).has_table("record"):
+            _create_tables(connection)
+            applied_now = range(1, len(MIGRATIONS) + 1)
+        else:
+            applied_now = []
+            for version, (_name, upgrade) in enumerate(MIGRATIONS, start=1):
+                if version not in applied:
+                    upgrade(connection)
+                    applied_now.append(version)
+        for version in applied_now:
+            connection.execute(
+                text("INSERT INTO schema_migration (version, name) VALUES (:v, :n)"),
+                {"v": version, "n": MIGRATIONS[version - 1][0]},
+            )
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migration"
+        ).scalar_one()

@@ -1,0 +1,387 @@
+"""The Store: every read and write visextract makes to its database goes through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlmodel import Session, col, select
+
+from visextract.errors import StoreError
+from visextract.schemas.base import RecordSchema
+from visextract.store.engine import open_engine
+from visextract.store.migrations import migrate
+from visextract.store.tables import (
+    ImagePathRow,
+    ImageRow,
+    RecordRow,
+    RecordSchemaRow,
+    RunRow,
+    ToolResultRow,
+    utc_now,
+)
+
+
+@dataclass
+class ImageFacts:
+    """What the load stage learned about an image file's content."""
+
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    format: str
+    exif: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RecordDraft:
+    """Everything the persist stage writes for one image, in one transaction."""
+
+    path: str
+    schema_name: str
+    schema_version: str
+    status: str
+    image: ImageFacts | None = None
+    subject: str | None = None  # sha256; defaults to "path:<path>" when the file could not be read
+    tools: dict[str, str] = field(default_factory=dict)  # tool -> cache_key of the results the record used
+    tools_key: str = ""  # the planned tool set (see `tools_key()`), which decides whether a re-run skips
+    new_tool_results: dict[str, tuple[list[dict[str, Any]], float | None]] = field(default_factory=dict)
+    error: str | None = None
+    complete: bool = True
+    data: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    llm: dict[str, Any] | None = None
+    raw_answer: str | None = None
+    run_id: int | None = None
+
+    def subject_key(self) -> str:
+        return self.subject or (self.image.sha256 if self.image else f"path:{self.path}")
+
+
+def tools_key(tools: dict[str, str]) -> str:
+    """A canonical string for a tool set and the models/settings it used."""
+    return ";".join(f"{name}={key}" for name, key in sorted(tools.items()))
+
+
+class Store:
+    """A visextract database. Creates or upgrades its tables on open.
+
+    store = Store("sqlite:///photos.db")
+    for row in store.current_records("scene"):
+        print(row.path, row.status)
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = open_engine(url)
+        self._writer = self.engine.execution_options(write=True)
+        try:
+            migrate(self.engine)
+        except (OperationalError, ProgrammingError) as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {_first_line(exc)}") from None
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def read(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def write(self) -> Session:
+        """A session whose transaction takes the write lock up front (SQLite `BEGIN IMMEDIATE`)."""
+        return Session(self._writer, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- runs and schemas -------------------------------------------------------------------
+
+    def start_run(self, schema: RecordSchema, tools: dict[str, str], options: dict[str, Any]) -> int:
+        with self.write() as session:
+            self._register_schema(session, schema)
+            run = RunRow(schema_name=schema.name, schema_version=schema.version, tools=tools, options=options)
+            session.add(run)
+            session.commit()
+            assert run.id is not None
+            return run.id
+
+    def finish_run(self, run_id: int, counts: dict[str, int], seconds: float, status: str) -> None:
+        with self.write() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return
+            for name, value in counts.items():
+                setattr(run, name, value)
+            run.seconds = round(seconds, 3)
+            run.status = status
+            run.finished_at = utc_now()
+            session.add(run)
+            session.commit()
+
+    def _register_schema(self, session: Session, schema: RecordSchema) -> None:
+        if session.get(RecordSchemaRow, (schema.name, schema.version)) is None:
+            session.add(
+                RecordSchemaRow(
+                    name=schema.name,
+                    version=schema.version,
+                    json_schema=schema.json_schema,
+                    origin=schema.origin,
+                )
+            )
+            session.flush()
+
+    def schema_versions(self) -> list[RecordSchemaRow]:
+        with self.read() as session:
+            return list(session.exec(select(RecordSchemaRow).order_by(col(RecordSchemaRow.created_at))))
+
+    # ---- what is already done ------------------------------------------------------------------
+
+    def current_record(self, subject: str, schema_name: str) -> RecordRow | None:
+        with self.read() as session:
+            return session.exec(
+                select(RecordRow).where(
+                    RecordRow.subject == subject,
+                    RecordRow.schema_name == schema_name,
+                    col(RecordRow.is_current),
+                )
+            ).first()
+
+    def is_done(self, subject: str, schema: RecordSchema, tools: dict[str, str]) -> bool:
+        """Whether the current record was made with this schema version and tool set, and is final."""
+        record = self.current_record(subject, schema.name)
+        return (
+            record is not None
+            and record.complete
+            and record.schema_version == schema.version
+            and record.tools_key == tools_key(tools)
+        )
+
+    def cached_tool_results(self, sha256: str, tools: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+        """Stored results for this image under exactly these tools' cache keys."""
+        if not tools:
+            return {}
+        with self.read() as session:
+            rows = session.exec(
+                select(ToolResultRow.tool, ToolResultRow.cache_key, ToolResultRow.results)
+                .join(ImageRow, col(ImageRow.id) == col(ToolResultRow.image_id))
+                .where(ImageRow.sha256 == sha256, col(ToolResultRow.tool).in_(list(tools)))
+            ).all()
+        return {tool: results for tool, key, results in rows if tools.get(tool) == key}
+
+    # ---- writing --------------------------------------------------------------------------------
+
+    def save(self, draft: RecordDraft) -> int:
+        """Write an image's facts, path, new tool results and record in one transaction; returns its id.
+
+        The new record becomes the current one for its image and schema; older ones stay as history.
+        """
+        for attempt in range(3):
+            try:
+                return self._save(draft)
+            except IntegrityError:  # a concurrent writer made the same image/record first: redo on top
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _save(self, draft: RecordDraft) -> int:
+        with self.write() as session:
+            image_id = self._upsert_image(session, draft.image) if draft.image else None
+            self._upsert_path(session, draft.path, image_id)
+            if image_id is not None:
+                for tool, (results, seconds) in draft.new_tool_results.items():
+                    self._insert_ignore(
+                        session,
+                        ToolResultRow,
+                        {
+                            "image_id": image_id,
+                            "tool": tool,
+                            "cache_key": draft.tools[tool],
+                            "results": results,
+                            "seconds": seconds,
+                            "run_id": draft.run_id,
+                            "created_at": utc_now(),
+                        },
+                        ["image_id", "tool", "cache_key"],
+                    )
+            subject = draft.subject_key()
+            session.execute(
+                update(RecordRow)
+                .where(
+                    col(RecordRow.subject) == subject,
+                    col(RecordRow.schema_name) == draft.schema_name,
+                    col(RecordRow.is_current),
+                )
+                .values(is_current=False)
+            )
+            record = RecordRow(
+                subject=subject,
+                image_id=image_id,
+                path=draft.path,
+                schema_name=draft.schema_name,
+                schema_version=draft.schema_version,
+                tools=draft.tools,
+                tools_key=draft.tools_key or tools_key(draft.tools),
+                status=draft.status,
+                error=draft.error,
+                complete=draft.complete,
+                data=draft.data,
+                provenance=draft.provenance,
+                llm=draft.llm,
+                raw_answer=draft.raw_answer,
+                run_id=draft.run_id,
+            )
+            session.add(record)
+            session.commit()
+            assert record.id is not None
+            return record.id
+
+    def remember_path(self, path: str, sha256: str | None) -> None:
+        """Note that `path` holds the image `sha256` (e.g. a duplicate that was skipped)."""
+        with self.write() as session:
+            image_id = None
+            if sha256:
+                image_id = session.exec(select(ImageRow.id).where(ImageRow.sha256 == sha256)).first()
+            self._upsert_path(session, path, image_id)
+            session.commit()
+
+    def _upsert_image(self, session: Session, image: ImageFacts) -> int:
+        self._insert_ignore(
+            session,
+            ImageRow,
+            {
+                "sha256": image.sha256,
+                "size_bytes": image.size_bytes,
+                "width": image.width,
+                "height": image.height,
+                "format": image.format,
+                "exif": image.exif,
+                "created_at": utc_now(),
+            },
+            ["sha256"],
+        )
+        image_id = session.exec(select(ImageRow.id).where(ImageRow.sha256 == image.sha256)).one()
+        assert image_id is not None
+        return image_id
+
+    def _upsert_path(self, session: Session, path: str, image_id: int | None) -> None:
+        values = {"path": path, "image_id": image_id, "seen_at": utc_now()}
+        statement = self._insert_statement(ImagePathRow).values(values)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["path"], set_={"image_id": image_id, "seen_at": values["seen_at"]}
+            )
+        )
+
+    def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any], keys: list[str]) -> None:
+        session.execute(
+            self._insert_statement(table).values(values).on_conflict_do_nothing(index_elements=keys)
+        )
+
+    def _insert_statement(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise StoreError(f"database {self.dialect!r} is not supported: use SQLite or PostgreSQL")
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def current_records(
+        self, schema_name: str | None = None, status: str | None = None, all_versions: bool = False
+    ) -> Iterator[RecordRow]:
+        """Records in id order: the current ones, or every version with `all_versions`."""
+        statement = select(RecordRow).order_by(col(RecordRow.id))
+        if not all_versions:
+            statement = statement.where(col(RecordRow.is_current))
+        if schema_name:
+            statement = statement.where(RecordRow.schema_name == schema_name)
+        if status:
+            statement = statement.where(RecordRow.status == status)
+        with self.read() as session:
+            yield from session.exec(statement.execution_options(yield_per=500))
+
+    def find_records(self, path_or_sha: str) -> list[RecordRow]:
+        """Current records for a path (as given, or absolute), a sha256 or a unique sha256 prefix."""
+        from pathlib import Path
+
+        absolute = str(Path(path_or_sha).expanduser().absolute())
+        with self.read() as session:
+            image_ids = session.exec(
+                select(ImagePathRow.image_id).where(col(ImagePathRow.path).in_([path_or_sha, absolute]))
+            ).all()
+            conditions = [col(RecordRow.path).in_([path_or_sha, absolute])]
+            if any(i is not None for i in image_ids):
+                conditions.append(col(RecordRow.image_id).in_([i for i in image_ids if i is not None]))
+            if len(path_or_sha) >= 6 and all(c in "0123456789abcdef" for c in path_or_sha.lower()):
+                conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower()))
+            return list(
+                session.exec(
+                    select(RecordRow)
+                    .where(col(RecordRow.is_current), or_(*conditions))
+                    .order_by(col(RecordRow.id))
+                )
+            )
+
+    def image(self, image_id: int) -> ImageRow | None:
+        with self.read() as session:
+            return session.get(ImageRow, image_id)
+
+    def paths_of(self, sha256: str) -> list[str]:
+        """Every path the image with this content was found at."""
+        with self.read() as session:
+            return list(
+                session.exec(
+                    select(ImagePathRow.path)
+                    .join(ImageRow, col(ImageRow.id) == col(ImagePathRow.image_id))
+                    .where(ImageRow.sha256 == sha256)
+                    .order_by(col(ImagePathRow.path))
+                )
+            )
+
+    def tool_results_for(self, record: RecordRow) -> dict[str, list[dict[str, Any]]]:
+        """The tool results a record was made from, in the record's tool order."""
+        if record.image_id is None or not record.tools:
+            return {}
+        with self.read() as session:
+            rows = session.exec(
+                select(ToolResultRow.tool, ToolResultRow.cache_key, ToolResultRow.results).where(
+                    ToolResultRow.image_id == record.image_id, col(ToolResultRow.tool).in_(list(record.tools))
+                )
+            ).all()
+        found = {tool: results for tool, key, results in rows if record.tools.get(tool) == key}
+        return {tool: found[tool] for tool in record.tools if tool in found}
+
+    def status_counts(self) -> dict[str, dict[str, int]]:
+        """{schema name: {status: count}} over current records."""
+        with self.read() as session:
+            rows = session.exec(
+                select(RecordRow.schema_name, RecordRow.status, func.count())
+                .where(col(RecordRow.is_current))
+                .group_by(RecordRow.schema_name, RecordRow.status)
+            ).all()
+        counts: dict[str, dict[str, int]] = {}
+        for schema_name, status, count in rows:
+            counts.setdefault(schema_name, {})[status] = count
+        return counts
+
+    def recent_runs(self, limit: int = 5) -> Sequence[RunRow]:
+        with self.read() as session:
+            return session.exec(select(RunRow).order_by(col(RunRow.id).desc()).limit(limit)).all()
+
+    def image_count(self) -> int:
+        with self.read() as session:
+            return session.exec(select(func.count()).select_from(ImageRow)).one()
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__

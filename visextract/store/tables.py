@@ -1,0 +1,121 @@
+"""The SQL tables. The database is a first-class artifact: open it with any SQL tool.
+
+image        one row per distinct image content (sha256)
+image_path   every path an image was found at (duplicates share one image)
+run          one row per `visextract run`, with its options and counts
+tool_result  one tool's typed results for one image and one model/settings (`cache_key`)
+record       an image's record for a schema version; exactly one `is_current` per image and schema
+record_schema every schema version that records were made with
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ImageRow(SQLModel, table=True):
+    __tablename__ = "image"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(unique=True, index=True, max_length=64)
+    size_bytes: int
+    width: int
+    height: int
+    format: str
+    exif: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class ImagePathRow(SQLModel, table=True):
+    __tablename__ = "image_path"
+
+    path: str = Field(primary_key=True)
+    image_id: int | None = Field(default=None, foreign_key="image.id", index=True)
+    seen_at: datetime = Field(default_factory=utc_now)
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime | None = None
+    status: str = "running"  # running | finished | interrupted
+    schema_name: str
+    schema_version: str
+    tools: dict[str, str] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    needs_review: int = 0
+    seconds: float = 0.0
+
+
+class ToolResultRow(SQLModel, table=True):
+    __tablename__ = "tool_result"
+    __table_args__ = (UniqueConstraint("image_id", "tool", "cache_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: int = Field(foreign_key="image.id", index=True)
+    tool: str
+    cache_key: str
+    results: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JsonColumn, nullable=False))
+    seconds: float | None = None
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class RecordRow(SQLModel, table=True):
+    __tablename__ = "record"
+    __table_args__ = (
+        Index(
+            "record_one_current",
+            "subject",
+            "schema_name",
+            unique=True,
+            sqlite_where=text("is_current"),
+            postgresql_where=text("is_current"),
+        ),
+        Index("record_by_status", "schema_name", "is_current", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(description="the image's sha256, or 'path:<path>' when the file could not be read")
+    image_id: int | None = Field(default=None, foreign_key="image.id", index=True)
+    path: str
+    schema_name: str
+    schema_version: str
+    tools: dict[str, str] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
+    tools_key: str
+    status: str
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    complete: bool = Field(default=True, description="False when a re-run should try again")
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
+    llm: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    raw_answer: str | None = Field(default=None, sa_column=Column(Text))
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    created_at: datetime = Field(default_factory=utc_now)
+    is_current: bool = True
+
+
+class RecordSchemaRow(SQLModel, table=True):
+    __tablename__ = "record_schema"
+
+    name: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    json_schema: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    origin: str
+    created_at: datetime = Field(default_factory=utc_now)

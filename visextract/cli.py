@@ -107,6 +107,7 @@ def main_options(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
     )
     for noisy in ("httpx", "transformers", "sentence_transformers", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
@@ -128,6 +129,15 @@ def run(
         list[str] | None,
         typer.Option("--model", help="Swap a tool's model: TOOL=HF_ID_OR_PATH (repeatable)."),
     ] = None,
+    detector_threshold: Annotated[
+        float | None, typer.Option(help="Score cut-off for detector/openvocab boxes (defaults 0.5 / 0.1).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help='Labels for zeroshot and text queries for openvocab: "cat,dog,car".')
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option(help="The question the vqa tool answers for every image.")
+    ] = None,
     skip_missing_tools: Annotated[
         bool, typer.Option(help="Drop tools whose model is unavailable instead of stopping.")
     ] = False,
@@ -145,6 +155,10 @@ def run(
       visextract run scans/ receipts/ --tools ocr,colors --db sqlite:///docs.db
 
       visextract run photos/ --force --limit 100
+
+      visextract run shop/ --tools detector,zeroshot --labels "shoe,bag,hat" --detector-threshold 0.7
+
+      visextract run photos/ --model classifier=google/vit-base-patch16-224
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -156,6 +170,9 @@ def run(
         schema=schema,
         tools=_split(tools) or None,
         models=_parse_models(model),
+        labels=_split(labels),
+        question=question,
+        detector_threshold=detector_threshold,
         skip_missing_tools=skip_missing_tools,
         settings=settings.model_copy(update=updates),
     )
@@ -380,21 +397,18 @@ def models(
 ) -> None:
     """List every tool, the model it uses, and whether that model is available on this machine."""
     from visextract.tools.base import ToolOptions
-    from visextract.tools.registry import TOOL_SPECS
+    from visextract.tools.registry import TOOL_SPECS, check_model_overrides
 
     options = ToolOptions(models=_parse_models(model))
+    check_model_overrides(options.models)
     table = Table()
-    for column in ("tool", "model", "available", "output"):
-        table.add_column(column)
+    for column in ("tool", "model", "available here", "output"):
+        table.add_column(column, overflow="fold")
     for name, spec in TOOL_SPECS.items():
         tool = spec.build(options)
-        reason = tool.missing_reason()
-        table.add_row(
-            name,
-            tool.model_id,
-            "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
-            spec.description,
-        )
+        reason = tool.missing_reason(may_download=False)
+        available = "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}"
+        table.add_row(name, tool.model_id, available, spec.description)
     out.print(table)
 
 

@@ -5,6 +5,8 @@ VISEXTRACT_DB=postgresql+psycopg://localhost/photos visextract run photos/
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,3 +28,6 @@ class Settings(BaseSettings):
         120_000_000, ge=1, description="larger images are refused as possible decompression bombs"
     )
     threads: int = Field(0, ge=0, description="CPU threads per model; 0 picks from the core count")
+    artifacts_dir: Path | None = Field(
+        None, description="where tools save files such as depth maps (default: next to a SQLite database)"
+    )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,7 +55,8 @@ class Extractor:
             print(rec.path, rec.status, rec.data)
 
     `tools=None` runs the schema's default tools (for `scene`: classifier, faces, ocr, colors).
-    `models` swaps a tool's model: `{"classifier": "google/vit-base-patch16-224"}`.
+    `models` swaps a tool's model: `{"classifier": "google/vit-base-patch16-224"}`; `labels` are the
+    zeroshot/openvocab queries, `question` the vqa question.
     """
 
     def __init__(
@@ -65,9 +67,11 @@ class Extractor:
         llm: str | None = None,
         *,
         models: dict[str, str] | None = None,
+        labels: Sequence[str] | None = None,
+        question: str | None = None,
+        detector_threshold: float | None = None,
         skip_missing_tools: bool = False,
         settings: Settings | None = None,
-        **tool_settings: Any,
     ) -> None:
         self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
         self.schema = load_schema(schema)
@@ -81,7 +85,10 @@ class Extractor:
             device=self.settings.device,
             batch_size=self.settings.batch_size,
             threads=self.settings.threads,
-            **tool_settings,
+            detector_threshold=detector_threshold,
+            labels=tuple(labels or ()),
+            question=question,
+            artifacts_dir=self.settings.artifacts_dir or default_artifacts_dir(self.settings.db),
         )
         self.skip_missing_tools = skip_missing_tools
         self._store: Store | None = None
@@ -239,3 +246,14 @@ def _run_in_own_loop(make_coroutine: Callable[[], Any]) -> Any:
     if error:
         raise error[0]
     return result[0]
+
+
+def default_artifacts_dir(db_url: str) -> Path:
+    """Where tools save files: next to a SQLite database (`photos.db` -> `photos-artifacts/`), else ./."""
+    from visextract.store.engine import parse_db_url
+
+    url = parse_db_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database).expanduser().absolute()
+        return database.with_name(f"{database.stem}-artifacts")
+    return Path("visextract-artifacts").absolute()

@@ -7,6 +7,7 @@ orientation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,9 +30,25 @@ class BoxedResult(ToolResult):
 
     box: Box
 
-    def scaled(self, factor: float) -> BoxedResult:
-        """The same result with its box multiplied by `factor` (working copy -> original pixels)."""
-        return self.model_copy(update={"box": [round(v * factor, 1) for v in self.box]})
+    def scaled(self, factor_x: float, factor_y: float, width: float, height: float) -> BoxedResult:
+        """The box scaled per axis and kept inside a `width` x `height` image (working copy -> original)."""
+        x1, y1, x2, y2 = self.box
+        return self.model_copy(
+            update={
+                "box": clip_box([x1 * factor_x, y1 * factor_y, x2 * factor_x, y2 * factor_y], width, height)
+            }
+        )
+
+
+def clip_box(box: Sequence[float], width: float, height: float) -> list[float]:
+    """A box `[x1, y1, x2, y2]` clipped to a `width` x `height` image, rounded to 0.1 px."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [
+        round(min(max(x1, 0.0), width), 1),
+        round(min(max(y1, 0.0), height), 1),
+        round(min(max(x2, 0.0), width), 1),
+        round(min(max(y2, 0.0), height), 1),
+    ]
 
 
 class Classification(ToolResult):

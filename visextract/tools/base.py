@@ -5,12 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from PIL import Image
 
 from visextract.images import LoadedImage
-from visextract.schemas.results import BoxedResult, ToolResult
+from visextract.schemas.results import BoxedResult, ToolResult, clip_box  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,10 @@ class ToolOptions:
     device: str = "auto"
     batch_size: int = 8
     threads: int = 0
-    detector_threshold: float = 0.5
+    detector_threshold: float | None = None  # None: each detector's own default
     labels: tuple[str, ...] = ()
     question: str | None = None
+    artifacts_dir: Path | None = None  # where tools save files (depth maps); None: save nothing
 
 
 class Tool(ABC):
@@ -53,8 +55,12 @@ class Tool(ABC):
         settings = self.settings_key()
         return f"{self.model_id}|{settings}" if settings else self.model_id
 
-    def missing_reason(self) -> str | None:
+    def missing_reason(self, may_download: bool = True) -> str | None:
         """Why the model cannot be loaded here, or None when it can (checked without loading it)."""
+        return None
+
+    def usage_problem(self) -> str | None:
+        """What is wrong with the options for this tool (e.g. zeroshot without --labels), or None."""
         return None
 
     @abstractmethod
@@ -71,6 +77,15 @@ class Tool(ABC):
         if len(outputs) != len(images):
             raise RuntimeError(f"tool {self.name} returned {len(outputs)} results for {len(images)} images")
         return [
-            [r.scaled(image.scale) if isinstance(r, BoxedResult) and image.scale != 1 else r for r in results]
+            [
+                _to_original(r, image) if isinstance(r, BoxedResult) and image.scale != 1 else r
+                for r in results
+            ]
             for image, results in zip(images, outputs, strict=True)
         ]
+
+
+def _to_original(result: BoxedResult, image: LoadedImage) -> BoxedResult:
+    return result.scaled(
+        image.width / image.rgb.width, image.height / image.rgb.height, image.width, image.height
+    )

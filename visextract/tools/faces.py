@@ -13,7 +13,7 @@ from PIL import Image
 
 from visextract.local_models.cache import cached_model
 from visextract.schemas.results import Face, ToolResult
-from visextract.tools.base import Tool
+from visextract.tools.base import Tool, clip_box
 
 MIN_SCORE = 0.9
 DETECT_MAX_SIDE = 1280  # faces smaller than ~20 px at this size are not looked for
@@ -61,18 +61,8 @@ class MtcnnFaces(Tool):
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4) / factor  # numpy 2 may give object arrays
         scores = np.asarray(scores, dtype=float).reshape(-1)
         faces = [
-            Face(box=_clip(box, image.width / factor, image.height / factor), score=round(float(score), 4))
+            Face(box=clip_box(box, image.width / factor, image.height / factor), score=round(float(score), 4))
             for box, score in zip(boxes, scores, strict=True)
             if score >= MIN_SCORE
         ]
         return sorted(faces, key=lambda face: -face.score)
-
-
-def _clip(box: np.ndarray, width: float, height: float) -> list[float]:
-    x1, y1, x2, y2 = box
-    return [
-        round(float(np.clip(x1, 0, width)), 1),
-        round(float(np.clip(y1, 0, height)), 1),
-        round(float(np.clip(x2, 0, width)), 1),
-        round(float(np.clip(y2, 0, height)), 1),
-    ]

@@ -141,6 +141,27 @@ def run(
     skip_missing_tools: Annotated[
         bool, typer.Option(help="Drop tools whose model is unavailable instead of stopping.")
     ] = False,
+    llm: Annotated[
+        str,
+        typer.Option(
+            help="none, openai (any OpenAI-compatible server) or local; default: openai if OPENAI_API_KEY is set."
+        ),
+    ] = "auto",
+    llm_model: Annotated[
+        str | None, typer.Option(help="LLM model name (openai; default gpt-4o-mini) or HF id/path (local).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="LLM calls in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="At most this many LLM requests a minute.")] = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(help="Stop calling the LLM once this much is spent; the rest get tools-only records."),
+    ] = None,
+    max_reasks: Annotated[
+        int, typer.Option(help="Re-ask the LLM at most N times when its answer does not validate.")
+    ] = 2,
+    image_detail: Annotated[
+        str, typer.Option(help="Image detail sent to the LLM: low, high or auto.")
+    ] = "auto",
     force: Annotated[bool, typer.Option(help="Redo images that are already done.")] = False,
     limit: Annotated[int | None, typer.Option(help="Process at most N images.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
@@ -159,6 +180,8 @@ def run(
       visextract run shop/ --tools detector,zeroshot --labels "shoe,bag,hat" --detector-threshold 0.7
 
       visextract run photos/ --model classifier=google/vit-base-patch16-224
+
+      OPENAI_BASE_URL=http://localhost:8000/v1 visextract run cars/ --schema vehicle --llm openai --llm-model M
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -174,6 +197,13 @@ def run(
         question=question,
         detector_threshold=detector_threshold,
         skip_missing_tools=skip_missing_tools,
+        llm=llm,
+        llm_model=llm_model,
+        concurrency=concurrency,
+        rpm=rpm,
+        budget_usd=budget_usd,
+        max_reasks=max_reasks,
+        image_detail=image_detail,
         settings=settings.model_copy(update=updates),
     )
     progress = Progress(
@@ -215,6 +245,13 @@ def _print_summary(summary: Any, db_url: str) -> None:
     parts.append(f"{summary.skipped} skipped")
     parts.append(f"[red]{summary.failed} failed[/red]" if summary.failed else "0 failed")
     out.print(f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.2f} img/s) -> {db_url}")
+    if summary.llm_cost_usd is not None:
+        out.print(f"LLM cost: ${summary.llm_cost_usd:.4f}")
+    if summary.budget_skipped:
+        out.print(
+            f"[yellow]LLM budget spent[/yellow]: {summary.budget_skipped} images got tools-only records "
+            "(needs_review); raise --budget-usd and run again to finish them"
+        )
     for path, reason in summary.failures[:10]:
         out.print(f"  [red]failed[/red] {path}: {reason}", highlight=False)
     if len(summary.failures) > 10:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from visextract.agents.llm.base import VisionLlm
 from visextract.config import Settings
 from visextract.errors import ModelUnavailableError, UsageError
 from visextract.schemas.base import RecordSchema
@@ -39,6 +41,8 @@ class RunSummary:
     run_id: int | None = None
     interrupted: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), first 100
+    llm_cost_usd: float | None = None  # None when no LLM ran or its price is unknown
+    budget_skipped: int = 0  # images that got tools-only records because --budget-usd was spent
 
     @property
     def total(self) -> int:
@@ -57,6 +61,11 @@ class Extractor:
     `tools=None` runs the schema's default tools (for `scene`: classifier, faces, ocr, colors).
     `models` swaps a tool's model: `{"classifier": "google/vit-base-patch16-224"}`; `labels` are the
     zeroshot/openvocab queries, `question` the vqa question.
+
+    `llm` is "openai" (any OpenAI-compatible server: OPENAI_API_KEY / OPENAI_BASE_URL), "local" (a
+    transformers VLM by id or path in `llm_model`), None for tools only, or "auto": openai when
+    OPENAI_API_KEY is set, else none. An object with `model_name` and `async complete(request)`
+    (see `agents.llm.base.VisionLlm`) plugs in any other backend.
     """
 
     def __init__(
@@ -64,8 +73,14 @@ class Extractor:
         db: str | None = None,
         schema: str | type[BaseModel] | RecordSchema = "scene",
         tools: Sequence[str] | None = None,
-        llm: str | None = None,
+        llm: str | VisionLlm | None = "auto",
         *,
+        llm_model: str | None = None,
+        concurrency: int = 8,
+        rpm: float | None = None,
+        budget_usd: float | None = None,
+        max_reasks: int = 2,
+        image_detail: str = "auto",
         models: dict[str, str] | None = None,
         labels: Sequence[str] | None = None,
         question: str | None = None,
@@ -75,8 +90,26 @@ class Extractor:
     ) -> None:
         self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
         self.schema = load_schema(schema)
-        if llm not in (None, "none"):
-            raise UsageError(f"llm={llm!r} is not available yet: use llm=None (tools only)")
+        self.llm = resolve_llm_choice(llm)
+        if self.llm is None and self.schema.fill_from_tools is None:
+            raise UsageError(
+                f"schema {self.schema.name!r} is filled by an LLM: use --llm openai (with OPENAI_API_KEY) "
+                "or --llm local --llm-model HF_ID_OR_PATH"
+            )
+        if concurrency < 1:
+            raise UsageError("--concurrency must be 1 or more")
+        if max_reasks < 0:
+            raise UsageError("--max-reasks must be 0 or more")
+        if image_detail not in ("low", "high", "auto"):
+            raise UsageError(f"--image-detail {image_detail!r}: use low, high or auto")
+        if budget_usd is not None and budget_usd < 0:
+            raise UsageError("--budget-usd must be 0 or more")
+        self.llm_model = llm_model
+        self.concurrency = concurrency
+        self.rpm = rpm
+        self.budget_usd = budget_usd
+        self.max_reasks = max_reasks
+        self.image_detail = image_detail
         self.tool_names = list(tools) if tools is not None else list(self.schema.default_tools)
         if not self.tool_names:
             raise UsageError("no tools selected: pass at least one tool")
@@ -138,17 +171,53 @@ class Extractor:
             raise UsageError("--limit must be 0 or more")
         files = list(itertools.islice(find_images(paths), limit))
         tools = self.prepare_tools()
+        llm = self.prepare_llm()
         self.store  # noqa: B018  (open the database now: a bad URL is an error before any work)
         if on_start is not None:
             on_start(len(files))
-        return _run_in_own_loop(lambda: self._run(files, tools, force, on_image, stop))
+        return _run_in_own_loop(lambda: self._run(files, tools, llm, force, on_image, stop))
+
+    def prepare_llm(self) -> VisionLlm | None:
+        """The LLM backend for this run (None for tools only); a missing local model is an error now."""
+        if self.llm is None or not isinstance(self.llm, str):
+            return self.llm
+        if self.llm == "openai":
+            from visextract.agents.llm.openai_chat import OpenAIVisionLlm
+
+            return OpenAIVisionLlm(
+                self.llm_model or self.settings.llm_model,
+                api_key=os.environ.get("OPENAI_API_KEY"),
+                base_url=os.environ.get("OPENAI_BASE_URL") or None,
+                timeout=self.settings.llm_timeout,
+                max_attempts=self.settings.llm_max_attempts,
+                initial_wait=self.settings.llm_retry_initial_wait,
+                max_wait=self.settings.llm_retry_max_wait,
+            )
+        if not self.llm_model:
+            raise UsageError(
+                "--llm local needs --llm-model HF_ID_OR_PATH (e.g. HuggingFaceTB/SmolVLM-256M-Instruct)"
+            )
+        from visextract.agents.llm.local_vlm import LocalVisionLlm
+
+        local = LocalVisionLlm(self.llm_model, device=self.settings.device)
+        reason = local.missing_reason()
+        if reason is not None:
+            raise ModelUnavailableError(f"--llm local: {reason}")
+        return local
 
     async def _run(
-        self, files: list[Any], tools: list[Tool], force: bool, on_image: Any, stop: Any
+        self,
+        files: list[Any],
+        tools: list[Tool],
+        llm: VisionLlm | None,
+        force: bool,
+        on_image: Any,
+        stop: Any,
     ) -> RunSummary:
         from visextract.agents.extraction_graph import build_extraction_graph
         from visextract.agents.extraction_run import run_images
-        from visextract.agents.extraction_state import ExtractionContext
+        from visextract.agents.extraction_state import ExtractionContext, LlmSettings
+        from visextract.agents.llm.gate import LlmGate
         from visextract.tools.batcher import ToolBatcher
 
         started = time.perf_counter()
@@ -157,7 +226,7 @@ class Extractor:
         run_id = store.start_run(
             self.schema,
             {name: tool.cache_key for name, tool in tool_map.items()},
-            {"files": len(files), "force": force},
+            {"files": len(files), "force": force, "llm": llm.model_name if llm else None},
         )
         batchers = {name: ToolBatcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
@@ -170,7 +239,19 @@ class Extractor:
             run_id=run_id,
             force=force,
             writer=writer,
+            llm=LlmSettings(
+                backend=llm,
+                gate=LlmGate(self.concurrency, self.rpm, self.budget_usd),
+                max_reasks=self.max_reasks,
+                image_detail=self.image_detail,
+                image_max_side=self.settings.llm_image_max_side,
+                prices=self.settings.llm_prices,
+            )
+            if llm is not None
+            else None,
         )
+        # keep the tools busy while LLM calls are in flight: more images than LLM slots
+        in_flight = max(self.settings.images_in_flight, 2 * self.concurrency if llm else 0)
         failures: list[tuple[str, str]] = []
 
         def on_outcome(outcome: Any) -> None:
@@ -179,21 +260,24 @@ class Extractor:
             if on_image is not None:
                 on_image(outcome)
 
-        status = "interrupted"
         try:
-            counts = await run_images(
+            outcome = await run_images(
                 build_extraction_graph(),
                 context,
                 files,
-                images_in_flight=self.settings.images_in_flight,
+                images_in_flight=in_flight,
                 on_image=on_outcome,
                 stop=stop,
             )
-            status = "interrupted" if counts.get("interrupted") else "finished"
         finally:
             for batcher in batchers.values():
                 batcher.close()
             writer.shutdown(wait=True)
+            if llm is not None and hasattr(llm, "aclose"):
+                await llm.aclose()
+        counts = outcome.counts
+        status = "failed" if outcome.fatal else "interrupted" if outcome.interrupted else "finished"
+        gate = context.llm.gate if context.llm else None
         summary = RunSummary(
             processed=counts["ok"] + counts["needs_review"],
             skipped=counts["skipped"],
@@ -203,6 +287,8 @@ class Extractor:
             run_id=run_id,
             interrupted=status == "interrupted",
             failures=failures,
+            llm_cost_usd=round(gate.spent_usd, 6) if gate and not gate.unpriced_calls else None,
+            budget_skipped=gate.skipped_for_budget if gate else 0,
         )
         store.finish_run(
             run_id,
@@ -215,6 +301,8 @@ class Extractor:
             summary.seconds,
             status,
         )
+        if outcome.fatal is not None:
+            raise outcome.fatal
         return summary
 
     def records(self, schema: str | None = None, status: str | None = None) -> Iterator[Record[Any]]:
@@ -257,3 +345,14 @@ def default_artifacts_dir(db_url: str) -> Path:
         database = Path(url.database).expanduser().absolute()
         return database.with_name(f"{database.stem}-artifacts")
     return Path("visextract-artifacts").absolute()
+
+
+def resolve_llm_choice(llm: str | VisionLlm | None) -> str | VisionLlm | None:
+    """ "auto" -> "openai" when OPENAI_API_KEY is set, else None; "none" -> None; names are checked."""
+    if llm is None or llm == "none":
+        return None
+    if llm == "auto":
+        return "openai" if os.environ.get("OPENAI_API_KEY") else None
+    if isinstance(llm, str) and llm not in ("openai", "local"):
+        raise UsageError(f"--llm {llm!r}: use none, openai or local")
+    return llm

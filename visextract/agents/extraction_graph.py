@@ -1,7 +1,10 @@
 """The extraction graph, per image. This file is the pipeline's table of contents.
 
-load -> plan -> tools -> extract -> validate -> persist
-  \\-> (already done) -> end          \\-> (failed) -> persist
+load -> plan -> tools -> llm ------> validate -> persist
+  |               |       \\-> assemble -/  |
+  |               |         (no LLM answer)  \\-> llm  (re-ask with the errors, bounded)
+  |               \\-> persist (a tool failed)
+  \\-> end (already done) | persist (unreadable)
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from visextract.agents.extraction_nodes import (
+    after_llm,
     after_load,
     after_tools,
-    extract,
+    after_validate,
+    ask_llm,
+    assemble,
     load,
     persist,
     plan,
@@ -27,15 +33,17 @@ def build_extraction_graph() -> CompiledStateGraph:
     graph.add_node("load", load)
     graph.add_node("plan", plan)
     graph.add_node("tools", run_tools)
-    graph.add_node("extract", extract)
+    graph.add_node("llm", ask_llm)
+    graph.add_node("assemble", assemble)
     graph.add_node("validate", validate)
     graph.add_node("persist", persist)
 
     graph.add_edge(START, "load")
     graph.add_conditional_edges("load", after_load, ["plan", "persist", END])
     graph.add_edge("plan", "tools")
-    graph.add_conditional_edges("tools", after_tools, ["extract", "persist"])
-    graph.add_edge("extract", "validate")
-    graph.add_edge("validate", "persist")
+    graph.add_conditional_edges("tools", after_tools, ["llm", "assemble", "persist"])
+    graph.add_conditional_edges("llm", after_llm, ["validate", "assemble"])
+    graph.add_edge("assemble", "validate")
+    graph.add_conditional_edges("validate", after_validate, ["llm", "persist"])
     graph.add_edge("persist", END)
     return graph.compile()

@@ -3,43 +3,61 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+from pathlib import Path
 from typing import Any
 
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from visextract.agents.extraction_state import ExtractionContext, ImageState
-from visextract.images import ImageLoadError, decode_image, read_image_file
+from visextract.agents.extraction_prompts import extraction_turns, reask_turns
+from visextract.agents.extraction_state import ExtractionContext, ImageState, call_row
+from visextract.agents.llm.base import ImageInput, LlmFatalError, LlmUnavailableError, StructuredRequest
+from visextract.agents.llm.gate import BudgetSpentError
+from visextract.agents.llm.pricing import cost_usd
+from visextract.images import ImageLoadError, LoadedImage, decode_image, read_image_file
 from visextract.schemas.evidence import ToolEvidence
+from visextract.schemas.json_schema import strict_json_schema
 from visextract.schemas.record import FieldProvenance
 from visextract.store import ImageFacts, RecordDraft
-from visextract.store.store import tools_key
 from visextract.tools.registry import result_type_of
 
 Ctx = Runtime[ExtractionContext]
 
 
+# ---- load, plan, tools ----------------------------------------------------------------------------
+
+
 async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Read and hash the file; skip it if already done; decode, orient and convert it."""
     ctx = runtime.context
-    from pathlib import Path
-
     path = Path(state["path"])
     try:
         file = await asyncio.to_thread(read_image_file, path)
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
-        return {"file": None, "image": None, "status": "failed", "error": str(exc), "complete": False}
-    if not ctx.force and await asyncio.to_thread(ctx.store.is_done, file.sha256, ctx.schema, ctx.tool_keys):
+        return {"file": None, "status": "failed", "error": str(exc), "complete": False}
+    if not ctx.force and await asyncio.to_thread(
+        ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key
+    ):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256)
-        return {"file": file, "image": None, "status": "skipped"}
+        return {"file": file, "status": "skipped"}
     try:
         image = await asyncio.to_thread(
             decode_image, file, max_side=ctx.settings.max_side, max_pixels=ctx.settings.max_image_pixels
         )
     except ImageLoadError as exc:
-        return {"file": file, "image": None, "status": "failed", "error": str(exc), "complete": True}
-    return {"file": file, "image": image}
+        return {"file": file, "status": "failed", "error": str(exc), "complete": True}
+    facts = ImageFacts(
+        sha256=file.sha256,
+        size_bytes=file.size_bytes,
+        width=image.width,
+        height=image.height,
+        format=image.format,
+        exif=image.metadata,
+    )
+    return {"file": file, "image": image, "facts": facts}
 
 
 def after_load(state: ImageState) -> str:
@@ -53,11 +71,15 @@ def after_load(state: ImageState) -> str:
 async def plan(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Reuse stored tool results for this image; run only the tools whose results are missing."""
     ctx = runtime.context
-    cached = await asyncio.to_thread(ctx.store.cached_tool_results, state["file"].sha256, ctx.tool_keys)
+    cached = (
+        {}
+        if ctx.force
+        else await asyncio.to_thread(ctx.store.cached_tool_results, state["file"].sha256, ctx.tool_keys)
+    )
     results = {
         name: [result_type_of(name).model_validate(item) for item in cached[name]]
         for name in ctx.tools
-        if name in cached and not ctx.force
+        if name in cached
     }
     return {"tool_results": results, "tools_to_run": [name for name in ctx.tools if name not in results]}
 
@@ -65,9 +87,8 @@ async def plan(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Send the image to each planned tool's batcher and wait for all of them."""
     ctx = runtime.context
-    image = state["image"]
     names = state["tools_to_run"]
-    futures = [asyncio.wrap_future(ctx.batchers[name].submit(image)) for name in names]
+    futures = [asyncio.wrap_future(ctx.batchers[name].submit(state["image"])) for name in names]
     outputs = await asyncio.gather(*futures, return_exceptions=True)
     results = dict(state["tool_results"])
     seconds = {}
@@ -77,49 +98,126 @@ async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
             errors.append(f"tool {name} failed: {type(output).__name__}: {output}".splitlines()[0])
         else:
             results[name], seconds[name] = output.results, output.seconds
-    # keep the planned order so records and exports list tools the same way every time
-    ordered = {name: results[name] for name in ctx.tools if name in results}
+    ordered = {name: results[name] for name in ctx.tools if name in results}  # same tool order every time
     update: dict[str, Any] = {"tool_results": ordered, "new_tools": list(seconds), "tool_seconds": seconds}
     if errors:
         update |= {"status": "failed", "error": "; ".join(errors), "complete": False}
+    if ctx.llm is None or errors:
+        update["image"] = None  # nothing needs the pixels any more
     return update
 
 
-def after_tools(state: ImageState) -> str:
-    return "persist" if state.get("status") == "failed" else "extract"
+def after_tools(state: ImageState, runtime: Ctx) -> str:
+    if state.get("status") == "failed":
+        return "persist"
+    return "llm" if runtime.context.llm is not None else "assemble"
 
 
-async def extract(state: ImageState, runtime: Ctx) -> dict[str, Any]:
-    """Fill the schema's fields from the tools' outputs."""
+# ---- the LLM, or the tools alone ----------------------------------------------------------------------
+
+
+async def ask_llm(state: ImageState, runtime: Ctx) -> dict[str, Any]:
+    """Ask the multimodal LLM to fill the schema from the image and the tools' evidence."""
+    ctx = runtime.context
+    llm = ctx.llm
+    assert llm is not None
+    turns = state.get("turns") or extraction_turns(ctx.schema, ToolEvidence(state["tool_results"]))
+    image_input = state.get("llm_image") or await asyncio.to_thread(
+        encode_for_llm, state["image"], llm.image_max_side, llm.image_detail
+    )
+    update: dict[str, Any] = {"turns": turns, "llm_image": image_input, "image": None, "reask": False}
+    request = StructuredRequest(
+        turns=turns,
+        image=image_input,
+        schema_name=ctx.schema.name,
+        json_schema=ctx.schema.json_schema,
+        strict_json_schema=strict_json_schema(ctx.schema.model),
+    )
+    attempt = state.get("attempts", 0) + 1
+    logged_request = [{"role": t.role, "content": t.text} for t in turns]
+    calls = list(state.get("llm_calls", []))
+    try:
+        async with llm.gate.slot():
+            reply = await llm.backend.complete(request)
+    except BudgetSpentError:
+        return update | {"llm_problem": f"LLM budget of ${llm.gate.budget_usd:g} spent; tools-only record"}
+    except LlmUnavailableError as exc:
+        calls += [call_row(call, attempt, None, logged_request) for call in exc.calls]
+        return update | {"llm_problem": str(exc), "llm_calls": calls}
+    except LlmFatalError as exc:
+        llm.gate.refuse_all(exc)  # the other images stop asking too
+        raise
+    cost = cost_usd(reply.model, reply.prompt_tokens, reply.completion_tokens, llm.prices)
+    llm.gate.add_cost(cost)
+    calls += [
+        call_row(call, attempt, cost if call.status == "ok" else None, logged_request) for call in reply.calls
+    ]
+    usage = _add_usage(
+        state.get("llm_usage"), reply.model, attempt, reply.prompt_tokens, reply.completion_tokens, cost
+    )
+    return update | {"raw_answer": reply.text, "attempts": attempt, "llm_calls": calls, "llm_usage": usage}
+
+
+def after_llm(state: ImageState) -> str:
+    return "assemble" if state.get("llm_problem") else "validate"
+
+
+async def assemble(state: ImageState, runtime: Ctx) -> dict[str, Any]:
+    """Fill the schema's fields straight from the tools' outputs (no LLM, or no LLM answer)."""
     schema = runtime.context.schema
-    evidence = ToolEvidence(state["tool_results"])
+    problem = state.get("llm_problem")
     if schema.fill_from_tools is None:
-        provenance = {
-            name: FieldProvenance(source=None, note="no LLM configured") for name in schema.field_names
-        }
+        note = problem or "no LLM configured"
+        provenance = {name: FieldProvenance(source=None, note=note) for name in schema.field_names}
         return {"data": {}, "provenance": provenance}
-    filled = schema.fill_from_tools(evidence)
+    filled = schema.fill_from_tools(ToolEvidence(state["tool_results"]))
     return {"data": filled.values, "provenance": filled.provenance}
 
 
+# ---- validate (with bounded re-asks) -------------------------------------------------------------------
+
+
 async def validate(state: ImageState, runtime: Ctx) -> dict[str, Any]:
-    """Validate the data against the schema's Pydantic model; store it in its validated form."""
-    schema = runtime.context.schema
+    """Validate the record with the schema's Pydantic model; re-ask the LLM with the errors, bounded."""
+    ctx = runtime.context
+    schema = ctx.schema
+    from_llm = state.get("raw_answer") is not None and not state.get("llm_problem")
     try:
-        data = schema.model.model_validate(state["data"]).model_dump(mode="json")
+        if from_llm:
+            model = schema.model.model_validate_json(_json_text(state["raw_answer"]))
+        else:
+            model = schema.model.model_validate(state.get("data") or {})
     except ValidationError as exc:
+        errors = _validation_errors(exc)
+        if from_llm and ctx.llm is not None and state.get("attempts", 0) <= ctx.llm.max_reasks:
+            return {"reask": True, "turns": state["turns"] + reask_turns(schema, state["raw_answer"], errors)}
+        tries = f" after {state.get('attempts', 0)} attempts" if from_llm else ""
         return {
+            "reask": False,
             "status": "failed",
-            "error": f"invalid {schema.name} record: {_first_error(exc)}",
+            "error": f"invalid {schema.name} record{tries}: {_first_line(errors)}",
             "complete": True,
         }
+    data = model.model_dump(mode="json")
+    if from_llm:
+        provenance = {name: FieldProvenance(source="llm") for name in schema.field_names}
+        return {"reask": False, "data": data, "provenance": provenance, "status": "ok", "complete": True}
+    if state.get("llm_problem"):
+        return {"data": data, "status": "needs_review", "error": state["llm_problem"], "complete": False}
     return {"data": data, "status": "ok", "complete": True}
 
 
+def after_validate(state: ImageState) -> str:
+    return "llm" if state.get("reask") else "persist"
+
+
+# ---- persist ----------------------------------------------------------------------------------------
+
+
 async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
-    """Write the image, its new tool results and its record in one transaction."""
+    """Write the image, its new tool results, its record and its LLM calls in one transaction."""
     record_id = await save_record(state, runtime.context)
-    return {"record_id": record_id, "image": None}  # drop pixels as soon as the record is safe
+    return {"record_id": record_id, "image": None, "llm_image": None}
 
 
 async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
@@ -129,30 +227,23 @@ async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
 
 
 def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
-    file, image = state.get("file"), state.get("image")
+    file = state.get("file")
     results = state.get("tool_results", {})
-    provenance = state.get("provenance") or {
-        name: FieldProvenance(source=None, note=state.get("error")) for name in ctx.schema.field_names
-    }
     status = state.get("status", "failed")
+    provenance = state.get("provenance") or {}
+    if status == "failed" or not provenance:
+        provenance = {
+            name: FieldProvenance(source=None, note=state.get("error")) for name in ctx.schema.field_names
+        }
     return RecordDraft(
         path=state["path"],
         schema_name=ctx.schema.name,
         schema_version=ctx.schema.version,
         status=status,
-        image=ImageFacts(
-            sha256=file.sha256,
-            size_bytes=file.size_bytes,
-            width=image.width,
-            height=image.height,
-            format=image.format,
-            exif=image.metadata,
-        )
-        if file is not None and image is not None
-        else None,
+        image=state.get("facts"),
         subject=file.sha256 if file is not None else None,
         tools={name: ctx.tool_keys[name] for name in results},
-        tools_key=tools_key(ctx.tool_keys),
+        tools_key=ctx.producer_key,
         new_tool_results={
             name: (
                 [r.model_dump(mode="json") for r in results[name]],
@@ -164,12 +255,74 @@ def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
         complete=state.get("complete", True),
         data=state.get("data") if status != "failed" else None,
         provenance={name: p.to_json() for name, p in provenance.items()},
+        llm=state.get("llm_usage"),
+        raw_answer=state.get("raw_answer"),
+        llm_calls=state.get("llm_calls", []),
         run_id=ctx.run_id,
     )
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "record"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {error['msg']}{more}"
+# ---- helpers ----------------------------------------------------------------------------------------
+
+
+def encode_for_llm(image: LoadedImage, max_side: int, detail: str) -> ImageInput:
+    """The image as a base64 JPEG data URL, longest side at most `max_side`."""
+    copy = image.rgb.copy()
+    copy.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    copy.save(buffer, format="JPEG", quality=85)
+    data_url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return ImageInput(data_url=data_url, width=copy.width, height=copy.height, detail=detail)
+
+
+def _add_usage(
+    usage: dict[str, Any] | None,
+    model: str,
+    attempts: int,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    cost: float | None,
+) -> dict[str, Any]:
+    def plus(a: Any, b: Any) -> Any:
+        return None if a is None or b is None else round(a + b, 8)
+
+    if usage is None:
+        return {
+            "model": model,
+            "attempts": attempts,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_usd": cost,
+        }
+    return {
+        "model": model,
+        "attempts": attempts,
+        "prompt_tokens": plus(usage["prompt_tokens"], prompt_tokens),
+        "completion_tokens": plus(usage["completion_tokens"], completion_tokens),
+        "cost_usd": plus(usage["cost_usd"], cost),
+    }
+
+
+def _json_text(answer: str) -> str:
+    """The JSON inside an answer, tolerating a ```json fence around it."""
+    text = answer.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text.strip() or answer
+
+
+def _validation_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors()[:10]:
+        where = ".".join(str(part) for part in error["loc"]) or "(record)"
+        lines.append(f"- {where}: {error['msg']}")
+    if exc.error_count() > 10:
+        lines.append(f"- ... and {exc.error_count() - 10} more")
+    return "\n".join(lines)
+
+
+def _first_line(errors: str) -> str:
+    first = errors.splitlines()[0].removeprefix("- ") if errors else "unknown error"
+    more = len(errors.splitlines()) - 1
+    return f"{first} (and {more} more)" if more > 0 else first

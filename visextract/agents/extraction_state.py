@@ -6,12 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from visextract.agents.llm.base import CallLog, ChatTurn, ImageInput, VisionLlm
+from visextract.agents.llm.gate import LlmGate
 from visextract.config import Settings
 from visextract.images import ImageFile, LoadedImage
 from visextract.schemas.base import RecordSchema
 from visextract.schemas.record import FieldProvenance
 from visextract.schemas.results import ToolResult
-from visextract.store import Store
+from visextract.store import ImageFacts, Store
+from visextract.store.store import tools_key
 from visextract.tools.base import Tool
 from visextract.tools.batcher import ToolBatcher
 
@@ -19,21 +22,44 @@ Outcome = Literal["ok", "failed", "needs_review", "skipped"]
 
 
 class ImageState(TypedDict, total=False):
-    """One image's journey: load -> plan -> tools -> extract -> validate -> persist."""
+    """One image's journey through load -> plan -> tools -> llm/assemble -> validate -> persist."""
 
     path: str
     file: ImageFile | None
-    image: LoadedImage | None
+    image: LoadedImage | None  # pixels; dropped once the tools and the LLM image are done with them
+    facts: ImageFacts | None
     tools_to_run: list[str]
     tool_results: dict[str, list[ToolResult]]
     tool_seconds: dict[str, float]
     new_tools: list[str]
+    # LLM stage
+    turns: list[ChatTurn]
+    llm_image: ImageInput | None
+    raw_answer: str | None
+    attempts: int
+    llm_calls: list[dict[str, Any]]
+    llm_usage: dict[str, Any] | None
+    llm_problem: str | None  # why there is no LLM answer (server down, budget spent)
+    reask: bool
+    # the record
     data: dict[str, Any] | None
     provenance: dict[str, FieldProvenance]
     status: Outcome
     error: str | None
     complete: bool
     record_id: int | None
+
+
+@dataclass
+class LlmSettings:
+    """How the LLM stage runs for this extraction."""
+
+    backend: VisionLlm
+    gate: LlmGate
+    max_reasks: int = 2
+    image_detail: str = "auto"
+    image_max_side: int = 1024
+    prices: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass
@@ -47,10 +73,35 @@ class ExtractionContext:
     settings: Settings
     run_id: int
     force: bool = False
-    writer: ThreadPoolExecutor | None = (
-        None  # one thread: database writes stay ordered and off the event loop
-    )
+    writer: ThreadPoolExecutor | None = None  # one thread: database writes stay ordered, off the event loop
+    llm: LlmSettings | None = None
 
     @property
     def tool_keys(self) -> dict[str, str]:
         return {name: tool.cache_key for name, tool in self.tools.items()}
+
+    @property
+    def producer_key(self) -> str:
+        """What makes a record: the tools with their models and settings, and the LLM model if any.
+        A current record with the same key (and schema version) is not redone."""
+        key = tools_key(self.tool_keys)
+        return f"{key};llm={self.llm.backend.model_name}" if self.llm else key
+
+
+def call_row(
+    call: CallLog, attempt: int, cost_usd: float | None, request: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """An `llm_call` row (without ids) for one logged call."""
+    return {
+        "attempt": attempt,
+        "model": call.model,
+        "mode": call.mode,
+        "status": call.status,
+        "error": call.error,
+        "request": request,
+        "response_text": call.response_text,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost_usd": cost_usd,
+        "seconds": call.seconds,
+    }

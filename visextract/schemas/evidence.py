@@ -66,9 +66,29 @@ class ToolEvidence:
         return [self.ref(tool, i) for i in range(len(self.of(tool)))]
 
     def as_prompt_text(self) -> str:
-        """Compact text evidence, one tool per line, as sent to the LLM."""
+        """Compact text evidence, one tool per line, as sent to the LLM.
+
+        Text read from the image (OCR) goes in an <image_text> block and is escaped, so it can only
+        ever be read as data: the prompt tells the model never to follow instructions inside it.
+        """
         lines = []
         for tool, results in self.results.items():
-            shown = "; ".join(r.summary() for r in results) or "(nothing found)"
+            if tool == "ocr":
+                continue
+            shown = "; ".join(_one_line(r.summary()) for r in results) or "(nothing found)"
             lines.append(f"{tool}: {shown}")
+        if self.ran("ocr"):
+            text = "\n".join(_escape_block(line.text) for line in self.ocr_lines)
+            lines.append(
+                f'<image_text source="ocr">\n{text}\n</image_text>' if text else "ocr: (no text found)"
+            )
         return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_escape_block(text).split())
+
+
+def _escape_block(text: str) -> str:
+    """Image text cannot close or open the data block it is quoted in."""
+    return text.replace("<", "‹").replace(">", "›")

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 from visextract.errors import SchemaLoadError
 from visextract.schemas.base import RecordSchema
 from visextract.schemas.scene import SCENE
+from visextract.schemas.vehicle import VEHICLE
 
-BUILT_IN_SCHEMAS: dict[str, RecordSchema] = {schema.name: schema for schema in (SCENE,)}
+BUILT_IN_SCHEMAS: dict[str, RecordSchema] = {schema.name: schema for schema in (SCENE, VEHICLE)}
 
 
 def load_schema(spec: str | type[BaseModel] | RecordSchema) -> RecordSchema:

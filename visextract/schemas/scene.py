@@ -9,7 +9,8 @@ from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.record import FieldProvenance
 
 LABEL_MIN_SCORE = 0.1
-COLOR_MIN_FRACTION = 0.05
+COLOR_MIN_FRACTION = 0.1
+MAX_COLOR_NAMES = 4
 
 
 class Scene(BaseModel):
@@ -50,7 +51,7 @@ def fill_scene(evidence: ToolEvidence) -> FilledFields:
 
     if evidence.ran("colors"):
         picked = [i for i, c in enumerate(evidence.colors) if i == 0 or c.fraction >= COLOR_MIN_FRACTION]
-        names = list(dict.fromkeys(color_name(evidence.colors[i].hex) for i in picked))
+        names = list(dict.fromkeys(color_name(evidence.colors[i].hex) for i in picked))[:MAX_COLOR_NAMES]
         refs = [evidence.ref("colors", i) for i in picked]
         filled.set("dominant_colors", names, FieldProvenance(source="tool:colors", evidence=refs))
     else:

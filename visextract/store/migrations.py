@@ -12,15 +12,20 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlmodel import SQLModel
 
-from visextract.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from visextract.store import tables  # registers the tables on SQLModel.metadata
 
 
 def _create_tables(connection: Connection) -> None:
     SQLModel.metadata.create_all(connection, checkfirst=True)
 
 
+def _add_llm_call_log(connection: Connection) -> None:
+    tables.LlmCallRow.__table__.create(connection, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("create tables", _create_tables),
+    ("add llm_call log", _add_llm_call_log),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

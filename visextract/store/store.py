@@ -18,6 +18,7 @@ from visextract.store.migrations import migrate
 from visextract.store.tables import (
     ImagePathRow,
     ImageRow,
+    LlmCallRow,
     RecordRow,
     RecordSchemaRow,
     RunRow,
@@ -49,7 +50,7 @@ class RecordDraft:
     image: ImageFacts | None = None
     subject: str | None = None  # sha256; defaults to "path:<path>" when the file could not be read
     tools: dict[str, str] = field(default_factory=dict)  # tool -> cache_key of the results the record used
-    tools_key: str = ""  # the planned tool set (see `tools_key()`), which decides whether a re-run skips
+    tools_key: str = ""  # what made the record (tools + LLM); a re-run with the same key skips it
     new_tool_results: dict[str, tuple[list[dict[str, Any]], float | None]] = field(default_factory=dict)
     error: str | None = None
     complete: bool = True
@@ -57,6 +58,7 @@ class RecordDraft:
     provenance: dict[str, Any] = field(default_factory=dict)
     llm: dict[str, Any] | None = None
     raw_answer: str | None = None
+    llm_calls: list[dict[str, Any]] = field(default_factory=list)  # LlmCallRow fields, in call order
     run_id: int | None = None
 
     def subject_key(self) -> str:
@@ -155,14 +157,15 @@ class Store:
                 )
             ).first()
 
-    def is_done(self, subject: str, schema: RecordSchema, tools: dict[str, str]) -> bool:
-        """Whether the current record was made with this schema version and tool set, and is final."""
+    def is_done(self, subject: str, schema: RecordSchema, producer_key: str) -> bool:
+        """Whether the current record was made with this schema version and the same tools/LLM
+        (`producer_key`), and is final."""
         record = self.current_record(subject, schema.name)
         return (
             record is not None
             and record.complete
             and record.schema_version == schema.version
-            and record.tools_key == tools_key(tools)
+            and record.tools_key == producer_key
         )
 
     def cached_tool_results(self, sha256: str, tools: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -240,6 +243,9 @@ class Store:
                 run_id=draft.run_id,
             )
             session.add(record)
+            session.flush()
+            for call in draft.llm_calls:
+                session.add(LlmCallRow(record_id=record.id, run_id=draft.run_id, path=draft.path, **call))
             session.commit()
             assert record.id is not None
             return record.id

@@ -6,6 +6,7 @@ run          one row per `visextract run`, with its options and counts
 tool_result  one tool's typed results for one image and one model/settings (`cache_key`)
 record       an image's record for a schema version; exactly one `is_current` per image and schema
 record_schema every schema version that records were made with
+llm_call     every LLM attempt of the extraction stage (prompts, answers, errors, tokens), like a log
 """
 
 from __future__ import annotations
@@ -118,4 +119,25 @@ class RecordSchemaRow(SQLModel, table=True):
     version: str = Field(primary_key=True)
     json_schema: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
     origin: str
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class LlmCallRow(SQLModel, table=True):
+    __tablename__ = "llm_call"
+
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: int | None = Field(default=None, foreign_key="record.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    path: str
+    attempt: int = Field(description="1 for the first question, 2+ for validation re-asks")
+    model: str
+    mode: str = Field(description="json_schema | function_calling | json_mode | constrained")
+    status: str  # ok | error
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    request: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JsonColumn))
+    response_text: str | None = Field(default=None, sa_column=Column(Text))
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    seconds: float | None = None
     created_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,67 @@
+"""Admission to the LLM: at most `concurrency` calls at once, at most `rpm` starts a minute, and no
+new calls once `budget_usd` is spent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class BudgetSpentError(Exception):
+    """The run's LLM budget is used up; the image gets a tools-only record."""
+
+
+class LlmGate:
+    def __init__(self, concurrency: int, rpm: float | None = None, budget_usd: float | None = None) -> None:
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._interval = 60.0 / rpm if rpm else 0.0
+        self._next_start = 0.0
+        self._rate_lock = asyncio.Lock()
+        self.budget_usd = budget_usd
+        self.spent_usd = 0.0
+        self.unpriced_calls = 0
+        self.skipped_for_budget = 0
+        self.fatal: Exception | None = None  # set when the server refuses for good: no further calls
+
+    def refuse_all(self, error: Exception) -> None:
+        """Stop admitting calls: every later `slot()` raises `error`."""
+        self.fatal = error
+
+    @property
+    def budget_left(self) -> bool:
+        return self.budget_usd is None or self.spent_usd < self.budget_usd
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a call slot (and the rate limit); raises BudgetSpentError once the budget is spent."""
+        if self.fatal is not None:
+            raise self.fatal
+        if not self.budget_left:
+            self.skipped_for_budget += 1
+            raise BudgetSpentError
+        async with self._slots:
+            if self.fatal is not None:
+                raise self.fatal
+            if not self.budget_left:  # spent while this call was waiting
+                self.skipped_for_budget += 1
+                raise BudgetSpentError
+            await self._respect_rate()
+            yield
+
+    async def _respect_rate(self) -> None:
+        if not self._interval:
+            return
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            self._next_start = max(now, self._next_start) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def add_cost(self, cost_usd: float | None) -> None:
+        if cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.spent_usd += cost_usd

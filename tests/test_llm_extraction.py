@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from openai_test_server import OpenAITestServer, json_reply
 from sqlmodel import select
 
 import visextract as vx
-from openai_test_server import OpenAITestServer, json_reply
 from visextract.config import Settings
 from visextract.errors import VisextractError
-from visextract.store import Store
 from visextract.store.tables import LlmCallRow
 
 CAR = {"type": "car", "license": "KA 01 AB 1234", "make": "Toyota", "model": "Corolla", "color": "red"}
@@ -75,7 +74,7 @@ def test_a_non_json_answer_is_re_asked_with_the_error(server, photos, tmp_path):
     assert record.status == "ok" and record.data.make == "Toyota"
     assert record.llm.attempts == 2
     assert (record.llm.prompt_tokens, record.llm.completion_tokens) == (1600, 40)  # summed over attempts
-    first, second = server.requests
+    _, second = server.requests
     reask = second.messages[-1]["content"]
     assert "not a valid vehicle record" in reask and "Invalid JSON" in reask
     assert second.messages[-2] == {"role": "assistant", "content": "Sure! It is a red Toyota."}
@@ -115,7 +114,7 @@ def test_rate_limits_honour_retry_after_and_server_errors_are_retried(server, ph
     server.reply_json(CAR)
     ex = extractor(tmp_path)
     assert ex.run(photos / "coffee.jpg").processed == 1
-    first, second, third = server.requests
+    first, second, _ = server.requests
     assert second.received_at - first.received_at >= 0.95  # waited as the server asked
     (record,) = ex.records()
     assert record.status == "ok" and record.llm.attempts == 1  # retries are not re-asks...

@@ -144,7 +144,7 @@ def run(
     llm: Annotated[
         str,
         typer.Option(
-            help="none, openai (any OpenAI-compatible server) or local; default: openai if OPENAI_API_KEY is set."
+            help="none, openai (any OpenAI-compatible server) or local; default: openai if OPENAI_API_KEY set"
         ),
     ] = "auto",
     llm_model: Annotated[
@@ -181,7 +181,7 @@ def run(
 
       visextract run photos/ --model classifier=google/vit-base-patch16-224
 
-      OPENAI_BASE_URL=http://localhost:8000/v1 visextract run cars/ --schema vehicle --llm openai --llm-model M
+      OPENAI_BASE_URL=http://localhost:8000/v1 visextract run cars/ --schema vehicle --llm-model M
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -15,7 +15,7 @@ from visextract.config import Settings
 from visextract.errors import VisextractError
 from visextract.store.tables import LlmCallRow
 
-CAR = {"type": "car", "license": "KA 01 AB 1234", "make": "Toyota", "model": "Corolla", "color": "red"}
+CAR = {"type": "car", "license": "KA 01 AB 1234", "make": "Toyota", "model": "Corolla", "color": "brown"}
 
 
 @pytest.fixture
@@ -49,8 +49,15 @@ def test_vehicle_extraction_end_to_end_from_the_cli(server, photos, tmp_path, cl
     assert result.exit_code == 0, result.output
     assert "1 processed" in result.stdout and "LLM cost: $0.0002" in result.stdout
     (record,) = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
-    assert record["status"] == "ok" and record["data"] == CAR
-    assert {field: p["source"] for field, p in record["provenance"].items()} == dict.fromkeys(CAR, "llm")
+    assert record["data"] == CAR
+    provenance = record["provenance"]
+    assert {field: p["source"] for field, p in provenance.items()} == dict.fromkeys(CAR, "llm")
+    # the answer is stored, but a car with a licence plate does not fit a photo of a coffee cup:
+    assert record["status"] == "needs_review"
+    assert provenance["type"]["verified"] is False and "espresso" in provenance["type"]["note"]
+    assert provenance["license"]["verified"] is False  # OCR read no plate
+    assert provenance["color"]["verified"] is True  # the cup is brown
+    assert record["error"].startswith("cross-check: type:")
     # usage and cost come from the response: 800 prompt + 64 completion tokens at gpt-4o-mini prices
     assert record["llm"] == {
         "model": "gpt-4o-mini", "attempts": 1, "prompt_tokens": 800, "completion_tokens": 64,
@@ -89,10 +96,7 @@ def test_a_schema_invalid_answer_is_re_asked_then_valid(server, photos, tmp_path
     (record,) = ex.records()
     assert record.status == "ok" and record.llm.attempts == 2
     reask = server.requests[1].messages[-1]["content"]
-    assert (
-        "- license: Input should be a valid string" in reask
-        and "- make: Input should be a valid string" in reask
-    )
+    assert "- license: Input should be a valid string" in reask and "- make: Input should be a valid string" in reask
 
 
 def test_answers_that_never_validate_fail_after_the_re_ask_limit(server, photos, tmp_path):
@@ -144,7 +148,7 @@ def test_a_server_without_json_schema_gets_function_calling(monkeypatch, photos,
         modes = [r.structured_mode for r in server.requests]
         assert modes[0] == "json_schema" and server.requests[0].status == 400
         assert modes[1:] == ["function_calling", "function_calling"]  # remembered for the rest of the run
-        assert {r.data.color for r in ex.records()} == {"red", "blue"}
+        assert {r.data.color for r in ex.records()} == {"brown", "blue"}
 
 
 def test_a_server_with_only_json_mode_gets_json_mode(monkeypatch, photos, tmp_path):
@@ -195,18 +199,17 @@ def test_when_the_server_is_down_records_are_tools_only_and_a_rerun_asks_again(m
         assert record.status == "needs_review" and "LLM unavailable after 2 tries" in record.error
         assert record.data.labels  # the tools' part of the record is kept
         assert record.provenance["labels"].source == "tool:classifier"
-    with OpenAITestServer(default_reply=json_reply({"labels": ["espresso"], "face_count": 0, "text": None,
-                                                    "dominant_colors": ["brown"]})) as server:  # fmt: skip
+    answer = {"labels": [], "face_count": None, "text": None, "dominant_colors": []}  # nothing to contradict
+    with OpenAITestServer(default_reply=json_reply(answer)) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         again = vx.Extractor(
             settings=fast_settings(f"sqlite:///{tmp_path / 'down.db'}"),
             schema="scene", tools=["classifier", "colors"], llm="openai", llm_model="gpt-4o-mini",
         )  # fmt: skip
-        assert (
-            again.run(photos / "coffee.jpg", photos / "chelsea.png", photos / "astronaut.png").processed == 3
-        )
+        assert again.run(photos / "coffee.jpg", photos / "chelsea.png", photos / "astronaut.png").processed == 3
         assert server.request_count == 3
         assert {r.status for r in again.records()} == {"ok"}
+        assert all(r.llm is not None and r.error is None for r in again.records())
         assert again.run(photos).skipped == 3  # nothing left to ask (and page/rocket are new)
 
 
@@ -230,9 +233,7 @@ def test_calls_run_concurrently_up_to_the_limit(server, photos, tmp_path):
 
 
 def test_ocr_text_reaches_the_llm_only_as_delimited_data(server, photos, tmp_path):
-    server.default_reply = json_reply(
-        {"labels": ["page"], "face_count": 0, "text": "x", "dominant_colors": []}
-    )
+    server.default_reply = json_reply({"labels": ["page"], "face_count": 0, "text": "x", "dominant_colors": []})
     ex = extractor(tmp_path, schema="scene", tools=["ocr"])
     ex.run(photos / "page.png")
     (request,) = server.requests

@@ -39,9 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
     str | None,
-    typer.Option(
-        "--db", help="Database URL (default: $VISEXTRACT_DB or sqlite:///visextract.db).", show_default=False
-    ),
+    typer.Option("--db", help="Database URL (default: $VISEXTRACT_DB or sqlite:///visextract.db).", show_default=False),
 ]
 
 
@@ -97,9 +95,7 @@ def _parse_models(values: list[str] | None) -> dict[str, str]:
 
 @app.callback()
 def main_options(
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show progress details and warnings.")
-    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show progress details and warnings.")] = False,
 ) -> None:
     from rich.logging import RichHandler
 
@@ -118,9 +114,7 @@ def main_options(
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     db: DbOption = None,
-    schema: Annotated[
-        str, typer.Option(help="Record schema: a built-in name (see `visextract schemas`).")
-    ] = "scene",
+    schema: Annotated[str, typer.Option(help="Record schema: a built-in name (see `visextract schemas`).")] = "scene",
     tools: Annotated[
         str | None,
         typer.Option(help="Comma-separated tools (default: the schema's, e.g. classifier,faces,ocr,colors)."),
@@ -135,9 +129,7 @@ def run(
     labels: Annotated[
         str | None, typer.Option(help='Labels for zeroshot and text queries for openvocab: "cat,dog,car".')
     ] = None,
-    question: Annotated[
-        str | None, typer.Option(help="The question the vqa tool answers for every image.")
-    ] = None,
+    question: Annotated[str | None, typer.Option(help="The question the vqa tool answers for every image.")] = None,
     skip_missing_tools: Annotated[
         bool, typer.Option(help="Drop tools whose model is unavailable instead of stopping.")
     ] = False,
@@ -159,9 +151,7 @@ def run(
     max_reasks: Annotated[
         int, typer.Option(help="Re-ask the LLM at most N times when its answer does not validate.")
     ] = 2,
-    image_detail: Annotated[
-        str, typer.Option(help="Image detail sent to the LLM: low, high or auto.")
-    ] = "auto",
+    image_detail: Annotated[str, typer.Option(help="Image detail sent to the LLM: low, high or auto.")] = "auto",
     force: Annotated[bool, typer.Option(help="Redo images that are already done.")] = False,
     limit: Annotated[int | None, typer.Option(help="Process at most N images.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
@@ -340,9 +330,7 @@ def _short_path(path: str) -> str:
 @app.command()
 @friendly_errors
 def show(
-    path_or_sha: Annotated[
-        str, typer.Argument(help="An image path, or its sha256 (or a prefix of 6+ characters).")
-    ],
+    path_or_sha: Annotated[str, typer.Argument(help="An image path, or its sha256 (or a prefix of 6+ characters).")],
     db: DbOption = None,
 ) -> None:
     """Show an image's current records as JSON (the export shape), plus every path it was found at.
@@ -373,9 +361,7 @@ def show(
 @friendly_errors
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")] = None,
     db: DbOption = None,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
     all_versions: Annotated[bool, typer.Option(help="Include superseded records (history).")] = False,
@@ -403,9 +389,7 @@ def schemas() -> None:
     from visextract.schemas.registry import BUILT_IN_SCHEMAS
 
     for schema in BUILT_IN_SCHEMAS.values():
-        table = Table(
-            title=f"{schema.name} (version {schema.version}): {schema.description}", title_justify="left"
-        )
+        table = Table(title=f"{schema.name} (version {schema.version}): {schema.description}", title_justify="left")
         table.add_column("field")
         table.add_column("type")
         table.add_column("description")

@@ -28,17 +28,11 @@ class Settings(BaseSettings):
         120_000_000, ge=1, description="larger images are refused as possible decompression bombs"
     )
     threads: int = Field(0, ge=0, description="CPU threads per model; 0 picks from the core count")
-    llm_model: str = Field(
-        "gpt-4o-mini", description="model name for --llm openai (or id/path for --llm local)"
-    )
-    llm_timeout: float = Field(
-        60.0, gt=0, description="seconds before an LLM request times out (then retried)"
-    )
+    llm_model: str = Field("gpt-4o-mini", description="model name for --llm openai (or id/path for --llm local)")
+    llm_timeout: float = Field(60.0, gt=0, description="seconds before an LLM request times out (then retried)")
     llm_max_attempts: int = Field(5, ge=1, description="tries per LLM request for transient errors")
     llm_retry_initial_wait: float = Field(1.0, ge=0, description="first back-off wait, doubled each retry")
-    llm_retry_max_wait: float = Field(
-        60.0, ge=0, description="longest wait between retries (and for Retry-After)"
-    )
+    llm_retry_max_wait: float = Field(60.0, ge=0, description="longest wait between retries (and for Retry-After)")
     llm_image_max_side: int = Field(1024, ge=64, description="longest side of the image sent to the LLM")
     llm_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description='USD per 1M (input, output) tokens: {"model": [0.15, 0.6]}'

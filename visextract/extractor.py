@@ -194,9 +194,7 @@ class Extractor:
                 max_wait=self.settings.llm_retry_max_wait,
             )
         if not self.llm_model:
-            raise UsageError(
-                "--llm local needs --llm-model HF_ID_OR_PATH (e.g. HuggingFaceTB/SmolVLM-256M-Instruct)"
-            )
+            raise UsageError("--llm local needs --llm-model HF_ID_OR_PATH (e.g. HuggingFaceTB/SmolVLM-256M-Instruct)")
         from visextract.agents.llm.local_vlm import LocalVisionLlm
 
         local = LocalVisionLlm(self.llm_model, device=self.settings.device)

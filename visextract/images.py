@@ -151,9 +151,7 @@ def decode_image(file: ImageFile, *, max_side: int, max_pixels: int) -> LoadedIm
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
         scale = max(width, height) / max(rgb.size)
-    return LoadedImage(
-        file=file, format=fmt, width=width, height=height, rgb=rgb, scale=scale, metadata=metadata
-    )
+    return LoadedImage(file=file, format=fmt, width=width, height=height, rgb=rgb, scale=scale, metadata=metadata)
 
 
 def _swaps_axes(image: Image.Image) -> bool:

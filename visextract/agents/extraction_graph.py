@@ -1,10 +1,11 @@
 """The extraction graph, per image. This file is the pipeline's table of contents.
 
-load -> plan -> tools -> llm ------> validate -> persist
-  |               |       \\-> assemble -/  |
-  |               |         (no LLM answer)  \\-> llm  (re-ask with the errors, bounded)
-  |               \\-> persist (a tool failed)
-  \\-> end (already done) | persist (unreadable)
+    load -> plan -> tools -> llm ------> validate -> verify -> persist
+      |               |       |              |       (LLM fields vs tool evidence)
+      |               |       +-> assemble --+-> llm (re-ask with the errors, bounded)
+      |               |          (no LLM, or no LLM answer)
+      |               +-> persist (a tool failed)
+      +-> end (already done) | persist (unreadable)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from visextract.agents.extraction_nodes import (
     plan,
     run_tools,
     validate,
+    verify,
 )
 from visextract.agents.extraction_state import ExtractionContext, ImageState
 
@@ -36,6 +38,7 @@ def build_extraction_graph() -> CompiledStateGraph:
     graph.add_node("llm", ask_llm)
     graph.add_node("assemble", assemble)
     graph.add_node("validate", validate)
+    graph.add_node("verify", verify)
     graph.add_node("persist", persist)
 
     graph.add_edge(START, "load")
@@ -44,6 +47,7 @@ def build_extraction_graph() -> CompiledStateGraph:
     graph.add_conditional_edges("tools", after_tools, ["llm", "assemble", "persist"])
     graph.add_conditional_edges("llm", after_llm, ["validate", "assemble"])
     graph.add_edge("assemble", "validate")
-    graph.add_conditional_edges("validate", after_validate, ["llm", "persist"])
+    graph.add_conditional_edges("validate", after_validate, ["llm", "verify", "persist"])
+    graph.add_edge("verify", "persist")
     graph.add_edge("persist", END)
     return graph.compile()

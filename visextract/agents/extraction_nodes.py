@@ -18,6 +18,7 @@ from visextract.agents.llm.base import ImageInput, LlmFatalError, LlmUnavailable
 from visextract.agents.llm.gate import BudgetSpentError
 from visextract.agents.llm.pricing import cost_usd
 from visextract.images import ImageLoadError, LoadedImage, decode_image, read_image_file
+from visextract.schemas.cross_checks import conflicts, cross_check
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.json_schema import strict_json_schema
 from visextract.schemas.record import FieldProvenance
@@ -38,9 +39,7 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         file = await asyncio.to_thread(read_image_file, path)
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
-    if not ctx.force and await asyncio.to_thread(
-        ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key
-    ):
+    if not ctx.force and await asyncio.to_thread(ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256)
         return {"file": file, "status": "skipped"}
     try:
@@ -72,9 +71,7 @@ async def plan(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Reuse stored tool results for this image; run only the tools whose results are missing."""
     ctx = runtime.context
     cached = (
-        {}
-        if ctx.force
-        else await asyncio.to_thread(ctx.store.cached_tool_results, state["file"].sha256, ctx.tool_keys)
+        {} if ctx.force else await asyncio.to_thread(ctx.store.cached_tool_results, state["file"].sha256, ctx.tool_keys)
     )
     results = {
         name: [result_type_of(name).model_validate(item) for item in cached[name]]
@@ -121,7 +118,7 @@ async def ask_llm(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     ctx = runtime.context
     llm = ctx.llm
     assert llm is not None
-    turns = state.get("turns") or extraction_turns(ctx.schema, ToolEvidence(state["tool_results"]))
+    turns = state.get("turns") or extraction_turns(ctx.schema, _evidence(state))
     image_input = state.get("llm_image") or await asyncio.to_thread(
         encode_for_llm, state["image"], llm.image_max_side, llm.image_detail
     )
@@ -149,12 +146,8 @@ async def ask_llm(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         raise
     cost = cost_usd(reply.model, reply.prompt_tokens, reply.completion_tokens, llm.prices)
     llm.gate.add_cost(cost)
-    calls += [
-        call_row(call, attempt, cost if call.status == "ok" else None, logged_request) for call in reply.calls
-    ]
-    usage = _add_usage(
-        state.get("llm_usage"), reply.model, attempt, reply.prompt_tokens, reply.completion_tokens, cost
-    )
+    calls += [call_row(call, attempt, cost if call.status == "ok" else None, logged_request) for call in reply.calls]
+    usage = _add_usage(state.get("llm_usage"), reply.model, attempt, reply.prompt_tokens, reply.completion_tokens, cost)
     return update | {"raw_answer": reply.text, "attempts": attempt, "llm_calls": calls, "llm_usage": usage}
 
 
@@ -170,7 +163,7 @@ async def assemble(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         note = problem or "no LLM configured"
         provenance = {name: FieldProvenance(source=None, note=note) for name in schema.field_names}
         return {"data": {}, "provenance": provenance}
-    filled = schema.fill_from_tools(ToolEvidence(state["tool_results"]))
+    filled = schema.fill_from_tools(_evidence(state))
     return {"data": filled.values, "provenance": filled.provenance}
 
 
@@ -200,15 +193,26 @@ async def validate(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         }
     data = model.model_dump(mode="json")
     if from_llm:
-        provenance = {name: FieldProvenance(source="llm") for name in schema.field_names}
-        return {"reask": False, "data": data, "provenance": provenance, "status": "ok", "complete": True}
+        return {"reask": False, "data": data, "status": "ok", "complete": True}
     if state.get("llm_problem"):
         return {"data": data, "status": "needs_review", "error": state["llm_problem"], "complete": False}
     return {"data": data, "status": "ok", "complete": True}
 
 
 def after_validate(state: ImageState) -> str:
-    return "llm" if state.get("reask") else "persist"
+    if state.get("reask"):
+        return "llm"
+    return "verify" if state.get("status") == "ok" and state.get("raw_answer") is not None else "persist"
+
+
+async def verify(state: ImageState, runtime: Ctx) -> dict[str, Any]:
+    """Cross-check the LLM's fields against the tools; a contradiction sends the record to review."""
+    schema = runtime.context.schema
+    provenance = cross_check(state["data"], schema.checks, _evidence(state))
+    problems = conflicts(provenance)
+    if problems:
+        return {"provenance": provenance, "status": "needs_review", "error": "cross-check: " + "; ".join(problems)}
+    return {"provenance": provenance}
 
 
 # ---- persist ----------------------------------------------------------------------------------------
@@ -232,9 +236,7 @@ def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
     status = state.get("status", "failed")
     provenance = state.get("provenance") or {}
     if status == "failed" or not provenance:
-        provenance = {
-            name: FieldProvenance(source=None, note=state.get("error")) for name in ctx.schema.field_names
-        }
+        provenance = {name: FieldProvenance(source=None, note=state.get("error")) for name in ctx.schema.field_names}
     return RecordDraft(
         path=state["path"],
         schema_name=ctx.schema.name,
@@ -263,6 +265,15 @@ def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+
+
+def _evidence(state: ImageState) -> ToolEvidence:
+    facts = state.get("facts")
+    return ToolEvidence(
+        state.get("tool_results", {}),
+        image_width=facts.width if facts else None,
+        image_height=facts.height if facts else None,
+    )
 
 
 def encode_for_llm(image: LoadedImage, max_side: int, detail: str) -> ImageInput:

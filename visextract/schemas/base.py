@@ -36,7 +36,8 @@ class RecordSchema:
 
     `fill_from_tools` fills fields straight from tool outputs (used when no LLM runs, and to
     pre-fill what an LLM does not need to guess). `default_tools` is what runs when the user gives
-    no `--tools`.
+    no `--tools`. `checks` names the cross-check rule for each LLM-filled field (see `cross_checks`);
+    `infer_checks` derives them for user schemas.
     """
 
     name: str
@@ -46,6 +47,7 @@ class RecordSchema:
     fill_from_tools: ToolFiller | None = None
     instructions: str = ""
     origin: str = "built-in"
+    checks: dict[str, str] = field(default_factory=dict)  # field -> cross-check rule (text/count/category/color)
 
     @cached_property
     def json_schema(self) -> dict[str, Any]:
@@ -60,3 +62,29 @@ class RecordSchema:
     @property
     def field_names(self) -> list[str]:
         return list(self.model.model_fields)
+
+
+_CHECK_NAMES = {
+    "text": ("text", "license", "licence", "plate", "serial"),
+    "color": ("color", "colour"),
+    "category": ("category", "type", "kind", "label", "labels", "class"),
+    "count": ("face_count", "people_count", "person_count", "faces", "people"),
+}
+
+
+def infer_checks(model: type[BaseModel]) -> dict[str, str]:
+    """Cross-check rules for a user schema's fields: `Field(json_schema_extra={"check": "text"})` when
+    given, else from the field name (`license_plate` -> text, `color` -> color, `category` -> category,
+    `people_count` -> count)."""
+    checks = {}
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if isinstance(extra.get("check"), str):
+            checks[name] = str(extra["check"])
+            continue
+        words = name.lower().split("_")
+        for rule, hints in _CHECK_NAMES.items():
+            if name.lower() in hints or any(hint in words for hint in hints if "_" not in hint):
+                checks[name] = rule
+                break
+    return checks

@@ -23,6 +23,8 @@ class ToolEvidence:
     """The results each tool produced for one image, keyed by tool name."""
 
     results: Mapping[str, Sequence[ToolResult]] = field(default_factory=dict)
+    image_width: int | None = None
+    image_height: int | None = None
 
     def ran(self, tool: str) -> bool:
         return tool in self.results
@@ -79,9 +81,7 @@ class ToolEvidence:
             lines.append(f"{tool}: {shown}")
         if self.ran("ocr"):
             text = "\n".join(_escape_block(line.text) for line in self.ocr_lines)
-            lines.append(
-                f'<image_text source="ocr">\n{text}\n</image_text>' if text else "ocr: (no text found)"
-            )
+            lines.append(f'<image_text source="ocr">\n{text}\n</image_text>' if text else "ocr: (no text found)")
         return "\n".join(lines)
 
 

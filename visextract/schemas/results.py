@@ -34,9 +34,7 @@ class BoxedResult(ToolResult):
         """The box scaled per axis and kept inside a `width` x `height` image (working copy -> original)."""
         x1, y1, x2, y2 = self.box
         return self.model_copy(
-            update={
-                "box": clip_box([x1 * factor_x, y1 * factor_y, x2 * factor_x, y2 * factor_y], width, height)
-            }
+            update={"box": clip_box([x1 * factor_x, y1 * factor_y, x2 * factor_x, y2 * factor_y], width, height)}
         )
 
 

@@ -66,4 +66,5 @@ SCENE = RecordSchema(
     default_tools=("classifier", "faces", "ocr", "colors"),
     fill_from_tools=fill_scene,
     instructions="Describe the photo. Use the tool evidence; list labels as short nouns, best first.",
+    checks={"labels": "category", "face_count": "count", "text": "text", "dominant_colors": "color"},
 )

@@ -11,9 +11,7 @@ from visextract.schemas.base import RecordSchema
 class Vehicle(BaseModel):
     """The main vehicle in a photo."""
 
-    type: str | None = Field(
-        None, description="Kind of vehicle: car, truck, van, bus, motorcycle, bicycle, ..."
-    )
+    type: str | None = Field(None, description="Kind of vehicle: car, truck, van, bus, motorcycle, bicycle, ...")
     license: str | None = Field(None, description="Licence plate exactly as written, or null if not readable")
     make: str | None = Field(None, description="Manufacturer, e.g. Toyota")
     model: str | None = Field(None, description="Model name, e.g. Corolla")
@@ -29,4 +27,5 @@ VEHICLE = RecordSchema(
         "Describe the most prominent vehicle. If a field is not clearly visible, return null; do not guess. "
         "Copy the licence plate character by character from the image."
     ),
+    checks={"type": "category", "license": "text", "color": "color"},
 )

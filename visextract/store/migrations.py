@@ -60,6 +60,4 @@ def migrate(engine: Engine) -> None:
 
 def current_version(engine: Engine) -> int:
     with engine.connect() as connection:
-        return connection.exec_driver_sql(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migration"
-        ).scalar_one()
+        return connection.exec_driver_sql("SELECT COALESCE(MAX(version), 0) FROM schema_migration").scalar_one()

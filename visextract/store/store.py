@@ -25,6 +25,7 @@ from visextract.store.tables import (
     ToolResultRow,
     utc_now,
 )
+from visextract.store.views import TypedView, create_typed_view, typed_view
 
 
 @dataclass
@@ -130,16 +131,22 @@ class Store:
             session.commit()
 
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
+        """Remember this schema version and (re)create its typed view."""
         if session.get(RecordSchemaRow, (schema.name, schema.version)) is None:
             session.add(
                 RecordSchemaRow(
-                    name=schema.name,
-                    version=schema.version,
-                    json_schema=schema.json_schema,
-                    origin=schema.origin,
+                    name=schema.name, version=schema.version, json_schema=schema.json_schema, origin=schema.origin
                 )
             )
             session.flush()
+        create_typed_view(session.connection(), schema)
+
+    def typed_views(self) -> list[TypedView]:
+        """The typed view of each schema, from its latest stored version."""
+        latest: dict[str, RecordSchemaRow] = {}
+        for row in self.schema_versions():
+            latest[row.name] = row
+        return [typed_view(stored_schema(row)) for row in latest.values()]
 
     def schema_versions(self) -> list[RecordSchemaRow]:
         with self.read() as session:
@@ -288,9 +295,7 @@ class Store:
         )
 
     def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any], keys: list[str]) -> None:
-        session.execute(
-            self._insert_statement(table).values(values).on_conflict_do_nothing(index_elements=keys)
-        )
+        session.execute(self._insert_statement(table).values(values).on_conflict_do_nothing(index_elements=keys))
 
     def _insert_statement(self, table: Any) -> Any:
         if self.dialect == "postgresql":
@@ -331,9 +336,7 @@ class Store:
                 conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower()))
             return list(
                 session.exec(
-                    select(RecordRow)
-                    .where(col(RecordRow.is_current), or_(*conditions))
-                    .order_by(col(RecordRow.id))
+                    select(RecordRow).where(col(RecordRow.is_current), or_(*conditions)).order_by(col(RecordRow.id))
                 )
             )
 
@@ -391,3 +394,15 @@ class Store:
 def _first_line(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+
+
+def stored_schema(row: RecordSchemaRow) -> RecordSchema:
+    """A RecordSchema rebuilt from a stored JSON Schema (for schemas whose code is not at hand)."""
+    from visextract.schemas.registry import BUILT_IN_SCHEMAS
+    from visextract.schemas.user_schemas import model_from_json_schema, schema_from_model
+
+    built_in = BUILT_IN_SCHEMAS.get(row.name)
+    if built_in is not None and built_in.version == row.version:
+        return built_in
+    model = model_from_json_schema(row.json_schema, row.json_schema.get("title") or row.name)
+    return schema_from_model(model, name=row.name, origin=row.origin)

@@ -77,15 +77,10 @@ class Tool(ABC):
         if len(outputs) != len(images):
             raise RuntimeError(f"tool {self.name} returned {len(outputs)} results for {len(images)} images")
         return [
-            [
-                _to_original(r, image) if isinstance(r, BoxedResult) and image.scale != 1 else r
-                for r in results
-            ]
+            [_to_original(r, image) if isinstance(r, BoxedResult) and image.scale != 1 else r for r in results]
             for image, results in zip(images, outputs, strict=True)
         ]
 
 
 def _to_original(result: BoxedResult, image: LoadedImage) -> BoxedResult:
-    return result.scaled(
-        image.width / image.rgb.width, image.height / image.rgb.height, image.width, image.height
-    )
+    return result.scaled(image.width / image.rgb.width, image.height / image.rgb.height, image.width, image.height)

@@ -101,8 +101,6 @@ class ToolBatcher:
                 except Exception as exc:
                     request.future.set_exception(exc)
                 else:
-                    request.future.set_result(
-                        ToolOutput(results, round(time.perf_counter() - single_started, 4))
-                    )
+                    request.future.set_result(ToolOutput(results, round(time.perf_counter() - single_started, 4)))
         self.seconds += time.perf_counter() - started
         self.images += len(live)

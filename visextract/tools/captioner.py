@@ -30,12 +30,8 @@ class HfCaptioner(HfTool):
 
         def forward(batch: dict[str, Any], _indices: list[int]) -> list[list[ToolResult]]:
             with torch.inference_mode():
-                generated = model.generate(
-                    **to_model(batch, model), max_new_tokens=MAX_NEW_TOKENS, do_sample=False
-                )
+                generated = model.generate(**to_model(batch, model), max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
             texts = processor.batch_decode(generated, skip_special_tokens=True)
             return [[Caption(text=" ".join(text.split()))] if text.strip() else [] for text in texts]
 
-        return forward_in_shape_groups(
-            images, lambda image: processor(images=image, return_tensors="pt"), forward
-        )
+        return forward_in_shape_groups(images, lambda image: processor(images=image, return_tensors="pt"), forward)

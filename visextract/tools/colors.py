@@ -111,3 +111,9 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     xyz = xyz / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
     return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+def lab_distance(hex_color: str, rgb: tuple[int, int, int]) -> float:
+    """CIE76 colour difference (Delta E) between a '#rrggbb' colour and an RGB triple."""
+    a = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    return float(np.linalg.norm(_lab(a[None, :]) - _lab(np.array(rgb, dtype=float)[None, :])))

@@ -36,9 +36,7 @@ class HfDepth(HfTool):
             maps = processor.post_process_depth_estimation(outputs, target_sizes=sizes)
             return [item["predicted_depth"].cpu().numpy().astype(np.float32) for item in maps]
 
-        return forward_in_shape_groups(
-            images, lambda image: processor(images=image, return_tensors="pt"), forward
-        )
+        return forward_in_shape_groups(images, lambda image: processor(images=image, return_tensors="pt"), forward)
 
     def predict(self, images: Sequence[Image.Image]) -> list[list[ToolResult]]:
         return [[_summary(depth, None)] for depth in self.depth_maps(images)]

@@ -41,17 +41,13 @@ class HfDetector(HfTool):
                 outputs = model(**to_model(batch, model))
             outputs = _as_float(outputs)
             sizes = [(images[i].height, images[i].width) for i in indices]
-            found = processor.post_process_object_detection(
-                outputs, threshold=self.threshold, target_sizes=sizes
-            )
+            found = processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=sizes)
             return [
                 _detections(item, id2label, images[i].width, images[i].height)
                 for item, i in zip(found, indices, strict=True)
             ]
 
-        return forward_in_shape_groups(
-            images, lambda image: processor(images=image, return_tensors="pt"), forward
-        )
+        return forward_in_shape_groups(images, lambda image: processor(images=image, return_tensors="pt"), forward)
 
 
 def _detections(item: dict[str, Any], id2label: dict[int, str], width: int, height: int) -> list[ToolResult]:

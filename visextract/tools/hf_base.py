@@ -56,9 +56,7 @@ def forward_in_shape_groups(
     encoded = [encode(image) for image in images]
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for index, inputs in enumerate(encoded):
-        signature = tuple(
-            (key, tuple(value.shape)) for key, value in sorted(inputs.items()) if hasattr(value, "shape")
-        )
+        signature = tuple((key, tuple(value.shape)) for key, value in sorted(inputs.items()) if hasattr(value, "shape"))
         groups[signature].append(index)
     outputs: list[Any] = [None] * len(images)
     for indices in groups.values():

@@ -39,6 +39,4 @@ class HfClassifier(HfTool):
                 for values, indices in zip(top.values.cpu(), top.indices.cpu(), strict=True)
             ]
 
-        return forward_in_shape_groups(
-            images, lambda image: processor(images=image, return_tensors="pt"), forward
-        )
+        return forward_in_shape_groups(images, lambda image: processor(images=image, return_tensors="pt"), forward)

@@ -22,11 +22,7 @@ class OwlOpenVocab(HfTool):
     auto_class = "AutoModelForZeroShotObjectDetection"
 
     def usage_problem(self) -> str | None:
-        return (
-            None
-            if self.options.labels
-            else 'tool openvocab needs text queries: pass --labels "a red car,a bicycle"'
-        )
+        return None if self.options.labels else 'tool openvocab needs text queries: pass --labels "a red car,a bicycle"'
 
     @property
     def threshold(self) -> float:
@@ -64,9 +60,7 @@ class OwlOpenVocab(HfTool):
                             score=round(float(score), 4),
                             box=clip_box(box.tolist(), images[i].width, images[i].height),
                         )
-                        for score, label, box in zip(
-                            item["scores"], item["labels"], item["boxes"], strict=True
-                        )
+                        for score, label, box in zip(item["scores"], item["labels"], item["boxes"], strict=True)
                     ),
                     key=lambda d: -d.score,
                 )

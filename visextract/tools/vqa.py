@@ -20,9 +20,7 @@ class HfVqa(HfTool):
 
     def usage_problem(self) -> str | None:
         return (
-            None
-            if self.options.question
-            else 'tool vqa needs a question: pass --question "how many people are there?"'
+            None if self.options.question else 'tool vqa needs a question: pass --question "how many people are there?"'
         )
 
     @property

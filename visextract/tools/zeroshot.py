@@ -48,6 +48,4 @@ class ClipZeroShot(HfTool):
                 for row in probabilities
             ]
 
-        return forward_in_shape_groups(
-            images, lambda image: processor(images=image, return_tensors="pt"), forward
-        )
+        return forward_in_shape_groups(images, lambda image: processor(images=image, return_tensors="pt"), forward)

@@ -205,9 +205,7 @@ def _messages(request: StructuredRequest, mode: str) -> list[Any]:
         if turn.role == "system":
             text = turn.text
             if mode == "json_mode":
-                text += "\n\nReply with one JSON object matching this JSON Schema:\n" + json.dumps(
-                    request.json_schema
-                )
+                text += "\n\nReply with one JSON object matching this JSON Schema:\n" + json.dumps(request.json_schema)
             messages.append(SystemMessage(content=text))
         elif turn.role == "assistant":
             messages.append(AIMessage(content=turn.text))

@@ -20,9 +20,7 @@ KNOWN_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-def price_of(
-    model: str, overrides: dict[str, tuple[float, float]] | None = None
-) -> tuple[float, float] | None:
+def price_of(model: str, overrides: dict[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens for `model`, by exact name then longest known prefix."""
     table = {**KNOWN_PRICES, **(overrides or {})}
     if model in table:

@@ -50,7 +50,7 @@ def cli() -> Callable[..., object]:
     """Run `visextract ARGS...` in-process; returns the click Result (exit_code, stdout, stderr)."""
     runner = CliRunner()
 
-    def invoke(*args: str) -> object:
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None) -> object:
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke

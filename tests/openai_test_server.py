@@ -877,9 +877,7 @@ class OpenAITestServer:
             while len(self._requests) < n:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(
-                        f"only {len(self._requests)} of {n} requests arrived within {timeout}s"
-                    )
+                    raise TimeoutError(f"only {len(self._requests)} of {n} requests arrived within {timeout}s")
                 self._cond.wait(remaining)
             return list(self._requests)
 
@@ -922,9 +920,7 @@ class OpenAITestServer:
             try:
                 result = responder(req)
             except Exception as e:  # surface responder bugs to the test
-                chosen = error_reply(
-                    500, f"test responder raised {type(e).__name__}: {e}", code="responder_error"
-                )
+                chosen = error_reply(500, f"test responder raised {type(e).__name__}: {e}", code="responder_error")
             else:
                 if result is not None:
                     chosen = coerce_reply(result)
@@ -1034,9 +1030,7 @@ def _assistant_for(reply: Reply, req: RecordedRequest, rid: int) -> _Assistant:
     if reply.kind == "refusal":
         return _Assistant(None, str(reply.value), [], reply.finish_reason or "stop")
     if reply.kind == "tool_calls":
-        calls = [
-            (tc.id or f"call_{rid}_{i}", tc.name, tc.arguments_json) for i, tc in enumerate(reply.tool_calls)
-        ]
+        calls = [(tc.id or f"call_{rid}_{i}", tc.name, tc.arguments_json) for i, tc in enumerate(reply.tool_calls)]
         return _Assistant(reply.content, None, calls, reply.finish_reason or "tool_calls")
     raise _RenderError(f"cannot render reply kind {reply.kind!r} as an assistant message")
 
@@ -1140,11 +1134,7 @@ def _chat_chunks(
             yield chunk({"refusal": piece})
     for i, (cid, name, args) in enumerate(a.tool_calls):
         yield chunk(
-            {
-                "tool_calls": [
-                    {"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
-                ]
-            }
+            {"tool_calls": [{"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}]}
         )
         if args:
             for piece in _pieces(args, size):
@@ -1378,9 +1368,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _ClientGone from e
 
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
         try:
             self.send_response(status)
             hdrs = {"Content-Type": content_type, **(headers or {})}
@@ -1492,9 +1480,7 @@ class _Handler(BaseHTTPRequestHandler):
             bad_json, body = True, {}
 
         is_model_call = method == "POST" and endpoint in ("chat.completions", "responses")
-        req = RecordedRequest(
-            body, method=method, path=path, endpoint=endpoint, headers=headers, raw_body=raw
-        )
+        req = RecordedRequest(body, method=method, path=path, endpoint=endpoint, headers=headers, raw_body=raw)
         owner._record(req, is_model_call)
         rid = owner._next_id()
         base_headers = {"x-request-id": f"req_test{rid}", "openai-processing-ms": "1"}
@@ -1532,13 +1518,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, model_obj(tail), headers)
             return
         req.status = 404
-        self._send_error_reply(
-            error_reply(404, f"The model '{tail}' does not exist", code="model_not_found"), headers
-        )
+        self._send_error_reply(error_reply(404, f"The model '{tail}' does not exist", code="model_not_found"), headers)
 
-    def _serve_model_call(
-        self, req: RecordedRequest, rid: int, bad_json: bool, headers: dict[str, str]
-    ) -> None:
+    def _serve_model_call(self, req: RecordedRequest, rid: int, bad_json: bool, headers: dict[str, str]) -> None:
         owner = self.owner
         if bad_json:
             reply: Reply = error_reply(
@@ -1586,9 +1568,7 @@ class _Handler(BaseHTTPRequestHandler):
             a = _assistant_for(reply, req, rid)
         except _RenderError as e:
             req.status = 500
-            self._send_error_reply(
-                error_reply(500, f"OpenAITestServer: {e}", code="bad_scripted_reply"), headers
-            )
+            self._send_error_reply(error_reply(500, f"OpenAITestServer: {e}", code="bad_scripted_reply"), headers)
             return
 
         prompt = owner._count_prompt_tokens(req, reply)

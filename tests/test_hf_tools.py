@@ -187,9 +187,7 @@ def test_a_missing_model_is_one_clear_line_before_any_work(cli, photos, tmp_path
 
 def test_skip_missing_tools_runs_the_rest(cli, photos, tmp_path):
     db = f"sqlite:///{tmp_path / 'skip.db'}"
-    result = cli(
-        "run", photos / "coffee.jpg", "--db", db, "--tools", "colors,captioner", "--skip-missing-tools"
-    )
+    result = cli("run", photos / "coffee.jpg", "--db", db, "--tools", "colors,captioner", "--skip-missing-tools")
     assert result.exit_code == 0 and "1 processed" in result.stdout
     assert "skipping tool captioner" in result.stderr
     (record,) = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
@@ -197,9 +195,7 @@ def test_skip_missing_tools_runs_the_rest(cli, photos, tmp_path):
 
 
 def test_a_model_folder_that_does_not_exist_is_named(cli, photos, tmp_path):
-    result = cli(
-        "run", photos, "--db", f"sqlite:///{tmp_path / 'x.db'}", "--model", "classifier=/no/such/vit"
-    )
+    result = cli("run", photos, "--db", f"sqlite:///{tmp_path / 'x.db'}", "--model", "classifier=/no/such/vit")
     assert result.exit_code != 0 and "model folder /no/such/vit does not exist" in result.stderr
 
 

@@ -247,3 +247,20 @@ def test_ocr_text_reaches_the_llm_only_as_delimited_data(server, photos, tmp_pat
 def test_llm_none_with_a_schema_that_needs_an_llm_is_a_usage_error(photos, tmp_path):
     with pytest.raises(VisextractError, match="filled by an LLM"):
         vx.Extractor(db=f"sqlite:///{tmp_path / 'x.db'}", schema="vehicle", llm=None)
+
+
+def test_a_local_vision_language_model_fills_the_schema_with_constrained_decoding(photos, tmp_path, cli):
+    import tiny_models
+
+    from visextract.schemas.vehicle import Vehicle
+
+    model = tiny_models.build_tiny_llava(tmp_path / "tiny-llava")
+    db = f"sqlite:///{tmp_path / 'local.db'}"
+    result = cli("run", photos / "coffee.jpg", photos / "chelsea.png", "--db", db, "--schema", "vehicle",
+                 "--llm", "local", "--llm-model", model, "--tools", "colors")  # fmt: skip
+    assert result.exit_code == 0 and "2 processed" in result.stdout, result.output
+    for record in [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]:
+        Vehicle.model_validate(record["data"])  # random weights, yet always a valid record
+        assert record["status"] in ("ok", "needs_review") and record["llm"]["attempts"] == 1
+        assert record["llm"]["model"] == str(model) and record["llm"]["completion_tokens"] > 0
+        assert {p["source"] for p in record["provenance"].values()} == {"llm"}

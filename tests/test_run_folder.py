@@ -175,9 +175,7 @@ def test_adding_a_tool_reuses_the_stored_results_of_the_others(photos, tmp_path)
     summary = vx.Extractor(db=db, tools=["classifier", "colors"]).run(photos / "coffee.jpg")
     assert summary.processed == 1  # the tool set changed, so the record is redone...
     after = {(r.tool, r.id) for r in store.read().exec(__import__("sqlmodel").select(ToolResultRow))}
-    assert first < after and {tool for tool, _ in after - first} == {
-        "colors"
-    }  # ...but classifier did not rerun
+    assert first < after and {tool for tool, _ in after - first} == {"colors"}  # ...but classifier did not rerun
 
 
 def test_force_redoes_and_keeps_history(photos, tmp_path, cli):

@@ -154,9 +154,7 @@ def _clip_char_tokenizer(model_max_length: int, pad_token: str = "<|endoftext|>"
     return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=model_max_length)
 
 
-def _byte_level_chat_tokenizer(
-    special_tokens: list[str], eos_token: str, pad_token: str, **kwargs: Any
-) -> Any:
+def _byte_level_chat_tokenizer(special_tokens: list[str], eos_token: str, pad_token: str, **kwargs: Any) -> Any:
     """Byte-level BPE (Qwen2 style) with no merges: one token per UTF-8 byte.
 
     All printable ASCII (so every JSON character) is a single token; the
@@ -173,9 +171,7 @@ def _byte_level_chat_tokenizer(
         unk_token=None,
         eos_token=eos_token,
         pad_token=pad_token,
-        extra_special_tokens=[
-            t for t in special_tokens if t not in (eos_token, pad_token, kwargs.get("bos_token"))
-        ],
+        extra_special_tokens=[t for t in special_tokens if t not in (eos_token, pad_token, kwargs.get("bos_token"))],
         model_max_length=2048,
         padding_side="left",  # decoder-only batched generation
         **kwargs,
@@ -544,9 +540,7 @@ def build_tiny_dpt(directory: pathlib.Path) -> pathlib.Path:
         head_in_index=-1,
     )
     model = DPTForDepthEstimation(config).eval()
-    processor = DPTImageProcessor(
-        size={"height": 32, "width": 32}, keep_aspect_ratio=False, ensure_multiple_of=8
-    )
+    processor = DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False, ensure_multiple_of=8)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory

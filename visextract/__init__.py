@@ -5,6 +5,9 @@
     summary = ex.run("photos/")              # RunSummary(processed, skipped, failed, seconds)
     for rec in ex.records(schema="scene"):    # typed records; rec.data is the schema's Pydantic object
         print(rec.path, rec.data)
+    vx.search("a dog on a beach", db="sqlite:///photos.db")     # offline semantic search (MiniLM)
+    vx.sql("SELECT path, face_count FROM scene", db="sqlite:///photos.db")   # read-only SQL
+    vx.ask("how many photos contain text?", db="sqlite:///photos.db")        # the chat agent
 
 Heavy libraries (torch, transformers, langgraph) are imported only when first needed.
 """
@@ -25,10 +28,17 @@ _EXPORTS = {
     "FieldProvenance": "visextract.schemas.record",
     "LlmUsage": "visextract.schemas.record",
     "Settings": "visextract.config",
+    "search": "visextract.query",
+    "sql": "visextract.query",
+    "ask": "visextract.query",
+    "ChatSession": "visextract.query",
+    "Answer": "visextract.query",
     "VisextractError": "visextract.errors",
 }
 
 __all__ = [
+    "Answer",
+    "ChatSession",
     "Extractor",
     "FieldProvenance",
     "LlmUsage",
@@ -39,13 +49,17 @@ __all__ = [
     "Settings",
     "VisextractError",
     "__version__",
+    "ask",
     "load_schema",
+    "search",
+    "sql",
 ]
 
 if TYPE_CHECKING:
     from visextract.config import Settings
     from visextract.errors import VisextractError
     from visextract.extractor import Extractor, RunSummary
+    from visextract.query import Answer, ChatSession, ask, search, sql
     from visextract.schemas.base import RecordSchema
     from visextract.schemas.record import FieldProvenance, LlmUsage, Record, RecordStatus
     from visextract.schemas.registry import load_schema

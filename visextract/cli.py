@@ -382,6 +382,149 @@ def export(
         err.print(f"wrote {count} records to {output}")
 
 
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, or json (only JSON on stdout).")]
+
+
+def _check_format(fmt: str) -> None:
+    from visextract.errors import UsageError
+
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r}: use table or json")
+
+
+@app.command()
+@friendly_errors
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    db: DbOption = None,
+    k: Annotated[int, typer.Option("--k", help="How many results.")] = 10,
+    schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Semantic search over what was extracted (labels, captions, text, fields). Offline.
+
+    Examples:
+
+      visextract search "a small rodent in a tree"
+
+      visextract search "receipt from a bakery" --k 3 --format json
+    """
+    from visextract.query import search as search_records
+
+    _check_format(fmt)
+    hits = search_records(text, db=_settings(db).db, k=k, schema=schema)
+    if fmt == "json":
+        rows = [{"path": h.path, "sha256": h.sha256, "score": h.score, "snippet": h.snippet} for h in hits]
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return
+    table = Table()
+    for column in ("score", "path", "why it matched"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        table.add_row(f"{hit.score:.2f}", _short_path(hit.path), hit.snippet)
+    out.print(table)
+
+
+@app.command("sql")
+@friendly_errors
+def sql_command(
+    query: Annotated[str, typer.Argument(help="One SELECT (or WITH ... SELECT) statement.")],
+    db: DbOption = None,
+    fmt: FormatOption = "table",
+    max_rows: Annotated[int, typer.Option(help="Return at most this many rows.")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Stop the query after this many seconds.")] = 10.0,
+) -> None:
+    """Run one read-only SQL query. Writes of any kind are refused and change nothing.
+
+    Every schema has a typed view named after it (see `visextract schemas`).
+
+    Examples:
+
+      visextract sql "SELECT path, color, license FROM vehicle WHERE color = 'red'"
+
+      visextract sql "SELECT status, count(*) AS n FROM record GROUP BY status" --format json
+    """
+    from visextract.query import sql as run_sql
+
+    _check_format(fmt)
+    result = run_sql(query, db=_settings(db).db, max_rows=max_rows, timeout_s=timeout)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result.rows, ensure_ascii=False, default=str) + "\n")
+    else:
+        table = Table()
+        for column in result.columns:
+            table.add_column(column, overflow="fold")
+        for row in result.rows:
+            table.add_row(*("" if row[c] is None else str(row[c]) for c in result.columns))
+        out.print(table)
+    if result.truncated:
+        err.print(f"(showing the first {max_rows} rows; use --max-rows for more)")
+
+
+@app.command()
+@friendly_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="A question about the images, in plain language.")],
+    db: DbOption = None,
+    llm_model: Annotated[str | None, typer.Option(help="Chat model name (default gpt-4o-mini).")] = None,
+) -> None:
+    """Ask the query agent; it uses read-only SQL, search and a fresh look at images, and cites paths.
+
+    Needs an OpenAI-compatible LLM (OPENAI_API_KEY, optionally OPENAI_BASE_URL).
+
+    Example:
+
+      visextract ask "which photos show a red car, and what are their plates?"
+    """
+    from visextract.query import ask as ask_agent
+
+    answer = ask_agent(question, db=_settings(db).db, llm_model=llm_model)
+    out.print(answer.text, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def chat(
+    db: DbOption = None,
+    llm_model: Annotated[str | None, typer.Option(help="Chat model name (default gpt-4o-mini).")] = None,
+    thread: Annotated[
+        str, typer.Option(help="Conversation name; history is kept per thread in the database.")
+    ] = "chat",
+) -> None:
+    """Chat with the query agent. The conversation is kept in the database between sessions.
+
+    Commands: /sql shows the last SQL query, /reset forgets the conversation, /exit quits.
+    """
+    import asyncio
+
+    from visextract.query import ChatSession
+
+    async def repl() -> None:
+        async with ChatSession(_settings(db).db, llm_model=llm_model, thread_id=thread) as session:
+            err.print(f"chatting about {session.store.safe_url} (thread {thread!r}; /sql, /reset, /exit)")
+            while True:
+                try:
+                    line = (await asyncio.to_thread(input, "you> ")).strip()
+                except EOFError:
+                    break
+                if not line:
+                    continue
+                if line in ("/exit", "/quit"):
+                    break
+                if line == "/reset":
+                    await session.reset()
+                    out.print("(conversation forgotten)")
+                elif line == "/sql":
+                    out.print(session.last_sql or "(no SQL run yet)", highlight=False)
+                elif line.startswith("/"):
+                    out.print("commands: /sql, /reset, /exit")
+                else:
+                    answer = await session.ask(line)
+                    out.print(answer.text, highlight=False)
+
+    asyncio.run(repl())
+
+
 @app.command()
 @friendly_errors
 def schemas() -> None:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     llm_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description='USD per 1M (input, output) tokens: {"model": [0.15, 0.6]}'
     )
+    search_index: bool = Field(True, description="embed each record's search text (MiniLM) while extracting")
     artifacts_dir: Path | None = Field(
         None, description="where tools save files such as depth maps (default: next to a SQLite database)"
     )

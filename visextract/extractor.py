@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 from visextract.agents.llm.base import VisionLlm
 from visextract.config import Settings
 from visextract.errors import ModelUnavailableError, UsageError
+from visextract.run_sync import run_sync
 from visextract.schemas.base import RecordSchema
 from visextract.schemas.record import Record
 from visextract.schemas.registry import load_schema
@@ -175,7 +175,7 @@ class Extractor:
         self.store  # noqa: B018  (open the database now: a bad URL is an error before any work)
         if on_start is not None:
             on_start(len(files))
-        return _run_in_own_loop(lambda: self._run(files, tools, llm, force, on_image, stop))
+        return run_sync(lambda: self._run(files, tools, llm, force, on_image, stop))
 
     def prepare_llm(self) -> VisionLlm | None:
         """The LLM backend for this run (None for tools only); a missing local model is an error now."""
@@ -216,7 +216,7 @@ class Extractor:
         from visextract.agents.extraction_run import run_images
         from visextract.agents.extraction_state import ExtractionContext, LlmSettings
         from visextract.agents.llm.gate import LlmGate
-        from visextract.tools.batcher import ToolBatcher
+        from visextract.tools.batcher import Batcher, tool_batcher
 
         started = time.perf_counter()
         store = self.store
@@ -226,8 +226,9 @@ class Extractor:
             {name: tool.cache_key for name, tool in tool_map.items()},
             {"files": len(files), "force": force, "llm": llm.model_name if llm else None},
         )
-        batchers = {name: ToolBatcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
+        batchers = {name: tool_batcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+        embedder = Batcher("embed", embed_for_search, batch_size=32) if self.settings.search_index else None
         context = ExtractionContext(
             store=store,
             schema=self.schema,
@@ -237,6 +238,7 @@ class Extractor:
             run_id=run_id,
             force=force,
             writer=writer,
+            embedder=embedder,
             llm=LlmSettings(
                 backend=llm,
                 gate=LlmGate(self.concurrency, self.rpm, self.budget_usd),
@@ -268,7 +270,7 @@ class Extractor:
                 stop=stop,
             )
         finally:
-            for batcher in batchers.values():
+            for batcher in [*batchers.values(), *([embedder] if embedder else [])]:
                 batcher.close()
             writer.shutdown(wait=True)
             if llm is not None and hasattr(llm, "aclose"):
@@ -307,31 +309,21 @@ class Extractor:
         """Current records, typed: `rec.data` is an instance of the schema's Pydantic model."""
         from visextract.store.typed_records import typed_records
 
-        record_schema = self.schema if schema in (None, self.schema.name) else load_schema(schema)
+        record_schema = self.schema if schema in (None, self.schema.name) else self._stored_or_named(schema)
         return typed_records(self.store, record_schema, status=status)
 
+    def _stored_or_named(self, name: str) -> RecordSchema:
+        """A built-in or file schema by name, else the latest version stored in the database."""
+        from visextract.errors import SchemaLoadError
+        from visextract.store.store import stored_schema
 
-def _run_in_own_loop(make_coroutine: Callable[[], Any]) -> Any:
-    """asyncio.run, also from code that already runs an event loop (e.g. Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coroutine())
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
         try:
-            result.append(asyncio.run(make_coroutine()))
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name="visextract-run")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
+            return load_schema(name)
+        except SchemaLoadError:
+            versions = [row for row in self.store.schema_versions() if row.name == name]
+            if not versions:
+                raise
+            return stored_schema(versions[-1])
 
 
 def default_artifacts_dir(db_url: str) -> Path:
@@ -354,3 +346,10 @@ def resolve_llm_choice(llm: str | VisionLlm | None) -> str | VisionLlm | None:
     if isinstance(llm, str) and llm not in ("openai", "local"):
         raise UsageError(f"--llm {llm!r}: use none, openai or local")
     return llm
+
+
+def embed_for_search(texts: Sequence[str]) -> list[bytes]:
+    """Search-text embeddings as float32 bytes, as stored in `record_embedding`."""
+    from visextract.local_models.embedder import embed_texts
+
+    return [vector.tobytes() for vector in embed_texts(texts)]

@@ -1,11 +1,11 @@
 """The extraction graph, per image. This file is the pipeline's table of contents.
 
-    load -> plan -> tools -> llm ------> validate -> verify -> persist
-      |               |       |              |       (LLM fields vs tool evidence)
-      |               |       +-> assemble --+-> llm (re-ask with the errors, bounded)
-      |               |          (no LLM, or no LLM answer)
-      |               +-> persist (a tool failed)
-      +-> end (already done) | persist (unreadable)
+load -> plan -> tools -> llm ------> validate -> verify -> persist
+  |               |       |              |       (LLM fields vs tool evidence)
+  |               |       +-> assemble --+-> llm (re-ask with the errors, bounded)
+  |               |          (no LLM, or no LLM answer)
+  |               +-> persist (a tool failed)
+  +-> end (already done) | persist (unreadable)
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,22 @@ from pydantic import ValidationError
 
 from visextract.agents.extraction_prompts import extraction_turns, reask_turns
 from visextract.agents.extraction_state import ExtractionContext, ImageState, call_row
-from visextract.agents.llm.base import ImageInput, LlmFatalError, LlmUnavailableError, StructuredRequest
+from visextract.agents.llm.base import LlmFatalError, LlmUnavailableError, StructuredRequest
 from visextract.agents.llm.gate import BudgetSpentError
+from visextract.agents.llm.image_input import encode_for_llm
 from visextract.agents.llm.pricing import cost_usd
-from visextract.images import ImageLoadError, LoadedImage, decode_image, read_image_file
+from visextract.images import ImageLoadError, decode_image, read_image_file
+from visextract.local_models.embedder import EMBEDDING_MODEL
 from visextract.schemas.cross_checks import conflicts, cross_check
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.json_schema import strict_json_schema
 from visextract.schemas.record import FieldProvenance
+from visextract.schemas.search_text import search_segments
 from visextract.store import ImageFacts, RecordDraft
 from visextract.tools.registry import result_type_of
 
 Ctx = Runtime[ExtractionContext]
+log = logging.getLogger("visextract")
 
 
 # ---- load, plan, tools ----------------------------------------------------------------------------
@@ -94,7 +97,7 @@ async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         if isinstance(output, BaseException):
             errors.append(f"tool {name} failed: {type(output).__name__}: {output}".splitlines()[0])
         else:
-            results[name], seconds[name] = output.results, output.seconds
+            results[name], seconds[name] = output.value, output.seconds
     ordered = {name: results[name] for name in ctx.tools if name in results}  # same tool order every time
     update: dict[str, Any] = {"tool_results": ordered, "new_tools": list(seconds), "tool_seconds": seconds}
     if errors:
@@ -225,8 +228,17 @@ async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 
 async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
-    """Store what `state` holds as the image's current record (on the context's single writer thread)."""
+    """Store what `state` holds as the image's current record (on the context's single writer thread),
+    with its search text embedded for semantic search."""
     draft = _draft(state, ctx)
+    if ctx.embedder is not None and draft.status != "failed":
+        draft.search_segments = search_segments(draft.data, _evidence(state))
+        try:
+            embedded = await asyncio.wrap_future(ctx.embedder.submit("\n".join(draft.search_segments)))
+        except Exception as exc:  # search is a convenience: never lose a record over it
+            log.warning("could not embed %s for search: %s", draft.path, exc)
+        else:
+            draft.search_vector, draft.search_model = embedded.value, EMBEDDING_MODEL
     return await asyncio.get_running_loop().run_in_executor(ctx.writer, ctx.store.save, draft)
 
 
@@ -274,16 +286,6 @@ def _evidence(state: ImageState) -> ToolEvidence:
         image_width=facts.width if facts else None,
         image_height=facts.height if facts else None,
     )
-
-
-def encode_for_llm(image: LoadedImage, max_side: int, detail: str) -> ImageInput:
-    """The image as a base64 JPEG data URL, longest side at most `max_side`."""
-    copy = image.rgb.copy()
-    copy.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    copy.save(buffer, format="JPEG", quality=85)
-    data_url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    return ImageInput(data_url=data_url, width=copy.width, height=copy.height, detail=detail)
 
 
 def _add_usage(

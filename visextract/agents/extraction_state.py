@@ -16,7 +16,7 @@ from visextract.schemas.results import ToolResult
 from visextract.store import ImageFacts, Store
 from visextract.store.store import tools_key
 from visextract.tools.base import Tool
-from visextract.tools.batcher import ToolBatcher
+from visextract.tools.batcher import Batcher
 
 Outcome = Literal["ok", "failed", "needs_review", "skipped"]
 
@@ -69,12 +69,13 @@ class ExtractionContext:
     store: Store
     schema: RecordSchema
     tools: dict[str, Tool]
-    batchers: dict[str, ToolBatcher]
+    batchers: dict[str, Batcher[LoadedImage, list[ToolResult]]]
     settings: Settings
     run_id: int
     force: bool = False
     writer: ThreadPoolExecutor | None = None  # one thread: database writes stay ordered, off the event loop
     llm: LlmSettings | None = None
+    embedder: Batcher[str, bytes] | None = None  # search text -> float32 vector bytes; None: no search index
 
     @property
     def tool_keys(self) -> dict[str, str]:

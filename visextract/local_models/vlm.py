@@ -19,21 +19,29 @@ Constrained decoding uses **xgrammar**. Tried here with transformers 5.23 and th
 - lm-format-enforcer 0.11.3: its transformers integration fails to import on transformers 5
   (`transformers.tokenization_utils.PreTrainedTokenizerBase` is gone), whitespace between tokens is
   free, and its pure-Python character tree is slow on 150k-token vocabularies.
-- outlines 1.3.3: works, but brings nine packages, its default backend spent ~24 s in a first-call
+- outlines 1.3.3: works, but pulls in eight more packages, its default backend spent ~24 s in a first-call
   torch compile on CPU, and its high-level API hides the token counts.
 
 Termination, even for a random-weight model that would wander forever inside a string or an array:
 
-1. Pass 1 decodes the schema as given (no free whitespace, no extra properties) within
-   `max_new_tokens`. A real model nearly always finishes here.
+1. Pass 1 decodes the schema as given (no free whitespace, no extra properties; dates and times as
+   fixed-width patterns Python's parsers accept) within `max_new_tokens`. A real model nearly always
+   finishes here.
 2. If the budget runs out first, pass 2 decodes again under a tightened copy of the schema: every
-   string without enum/pattern gets a maxLength, every array a maxItems, every map a maxProperties,
-   every number a range, date-time/time a fixed-width pattern. The tightest limits are chosen from a
-   ladder so that the worst-case output length, computed from the compiled grammar itself (a finite
-   grammar has a longest string, in bytes; every token is at least one byte), fits the budget; when
-   even the smallest limits do not fit, the budget is raised to the worst case. Either way the JSON is
-   complete. Only grammars that stay unbounded (recursive models, free-form regex patterns, email /
-   uri formats) can still run out; that raises `UnfinishedJsonError` instead of returning broken JSON.
+   string without enum/pattern/format gets a maxLength, every array a maxItems, every map a
+   maxProperties and key length, every number a range. The loosest limits from a ladder are taken whose
+   worst-case output length fits the budget. That length is read off the grammar xgrammar built (a
+   finite grammar has a longest string, in bytes, and every allowed token is at least one byte); when
+   even the smallest limits do not fit, the budget is raised to it. Either way the JSON is complete.
+   Only grammars that stay unbounded (recursive models, regex patterns with `+`/`*`, email/uri
+   formats) can still run out; that raises `UnfinishedJsonError`, never broken JSON.
+
+prompt_tokens and completion_tokens add up both passes when pass 2 ran (the compute actually spent).
+
+Gotchas handled here: tokens holding control characters or special tokens (chat markers, image
+placeholders) are masked, since xgrammar would accept a raw tab inside length-limited strings and
+treats unflagged added tokens as text; optional regex groups are rewritten `(...){0,1}` because
+xgrammar 0.2.8 mis-reads `(...X+)?`.
 """
 
 from __future__ import annotations
@@ -169,6 +177,8 @@ class LocalVlm:
                 ids, done = _generate(loaded, inputs, second)
                 prompt_tokens += inputs["input_ids"].shape[1]
                 completion_tokens += len(ids)
+                if not done and second.bounded:
+                    raise RuntimeError(f"bounded grammar not finished in {second.max_new_tokens} tokens")  # a bug
                 if not done:
                     raise UnfinishedJsonError(
                         f"model {self._model} did not finish the JSON within {second.max_new_tokens} tokens "
@@ -197,6 +207,8 @@ class LocalVlm:
             raise ModelUnavailableError(f"model {self._model} has no chat template (needs a chat/instruct model)")
 
         stop_ids = _stop_token_ids(model, tokenizer)
+        if not stop_ids:
+            raise ModelUnavailableError(f"model {self._model} has no end-of-sequence token, so generation cannot stop")
         vocab_size = _output_vocab_size(model)
 
         def build_compiler() -> tuple[Any, list[int]]:
@@ -382,8 +394,6 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
         for token_id in value if isinstance(value, list | tuple) else [value]:
             if isinstance(token_id, int) and token_id not in ids:
                 ids.append(token_id)
-    if not ids:
-        raise ModelUnavailableError("the model has no end-of-sequence token, so generation could not stop")
     return ids
 
 
@@ -597,7 +607,7 @@ def max_output_bytes(ebnf: str) -> float:
             rules[name.strip()] = body
     try:
         return _EbnfLength(rules).rule("root")
-    except _Unsupported:
+    except (_Unsupported, ValueError, IndexError, RecursionError):
         return _INF
 
 

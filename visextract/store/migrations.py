@@ -23,9 +23,14 @@ def _add_llm_call_log(connection: Connection) -> None:
     tables.LlmCallRow.__table__.create(connection, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _add_record_embeddings(connection: Connection) -> None:
+    tables.RecordEmbeddingRow.__table__.create(connection, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("create tables", _create_tables),
     ("add llm_call log", _add_llm_call_log),
+    ("add record embeddings", _add_record_embeddings),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

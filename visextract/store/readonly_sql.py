@@ -17,6 +17,11 @@ Two independent layers stand between a query and a write (see DESIGN.md, "Query 
 Rows are capped at `max_rows` (one more is fetched to report truncation) and time at `timeout_s` (SQLite: a
 progress handler aborts the statement; PostgreSQL: `SET LOCAL statement_timeout`).
 
+A read-only PostgreSQL transaction still lets a superuser signal other sessions, take advisory locks or read
+server files; only the deny-list stops those, so give `visextract sql`/`ask` a role without those rights (e.g. one
+with just `pg_read_all_data`). Because the regenerated text runs, SQLite names unaliased expression columns after
+it (`COUNT(*)` for `count(*)`): alias them (`count(*) AS n`) for stable names.
+
     >>> result = run_readonly_sql("sqlite:///photos.db", "SELECT status, count(*) AS n FROM record GROUP BY status")
     >>> result.columns, result.rows[:1], result.truncated
     (['status', 'n'], [{'status': 'ok', 'n': 42}], False)
@@ -60,6 +65,7 @@ __all__ = [
     "ReadOnlyConnection",
     "check_readonly_sql",
     "dispose_readonly_engines",
+    "is_denied_function",
     "readonly_connection",
     "run_readonly_sql",
 ]
@@ -69,99 +75,32 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_SQL_CHARS = 100_000
 MAX_BLOB_HEX_BYTES = 64  # longer blobs are shown as "<N bytes>"
 
-# Functions with side effects, that run other SQL from a string, or that read/write server files.
+# Functions with side effects, that run other SQL given as a string, or that read/write files on the server.
+# SQLite: extension loading and the sqlite3 shell's fileio functions (if a build has them). PostgreSQL: sessions,
+# locks, sequences, settings, large objects, server files, replication, backups, dblink, SQL-in-a-string.
 DENIED_FUNCTIONS = frozenset(
-    {
-        # SQLite (extensions and the sqlite3 shell's fileio functions, if a build has them)
-        "load_extension",
-        "writefile",
-        "readfile",
-        "edit",
-        "fsdir",
-        "zipfile",
-        "fts3_tokenizer",
-        # PostgreSQL
-        "set_config",
-        "nextval",
-        "setval",
-        "loread",
-        "lowrite",
-        "query_to_xml",
-        "query_to_xmlschema",
-        "query_to_xml_and_xmlschema",
-        "cursor_to_xml",
-        "cursor_to_xmlschema",
-        "ts_stat",
-        "ts_rewrite",
-        "pg_stat_statements_reset",
-        "pg_promote",
-        "pg_notify",
-        "pg_export_snapshot",
-        "pg_start_backup",
-        "pg_stop_backup",
-        "pg_stat_file",
-    }
+    """
+    load_extension writefile readfile edit fsdir zipfile fts3_tokenizer
+    set_config nextval setval loread lowrite ts_stat ts_rewrite
+    query_to_xml query_to_xmlschema query_to_xml_and_xmlschema cursor_to_xml cursor_to_xmlschema
+    pg_notify pg_promote pg_export_snapshot pg_start_backup pg_stop_backup pg_stat_file pg_stat_statements_reset
+    """.split()  # noqa: SIM905
 )
-DENIED_FUNCTION_PREFIXES = (
-    "pg_sleep",
-    "pg_terminate",
-    "pg_cancel",
-    "pg_reload",
-    "pg_rotate",
-    "pg_read_",
-    "pg_ls_",
-    "pg_file_",
-    "pg_stat_reset",
-    "pg_create_",
-    "pg_drop_",
-    "pg_copy_",
-    "pg_replication_",
-    "pg_logical_",
-    "pg_advisory",
-    "pg_try_advisory",
-    "pg_backup_",
-    "pg_switch_",
-    "pg_wal_replay_",
-    "pg_log_",
-    "pg_import_",
-    "pg_truncate_",
-    "pg_clear_",
-    "pg_restore_",
-    "lo_",
-    "dblink",
+DENIED_FUNCTION_PREFIXES = tuple(
+    """
+    pg_sleep pg_terminate pg_cancel pg_reload pg_rotate pg_read_ pg_ls_ pg_file_ pg_stat_reset pg_create_ pg_drop_
+    pg_copy_ pg_replication_ pg_logical_ pg_advisory pg_try_advisory pg_backup_ pg_switch_ pg_wal_replay_ pg_log_
+    pg_import_ pg_truncate_ pg_clear_ pg_restore_ lo_ dblink
+    """.split()  # noqa: SIM905
 )
 
-# Statement kinds that are never part of a read-only query, wherever they appear in the tree.
-_WRITE_NODE_NAMES = (
-    "DML",  # Insert, Update, Delete, Merge, Copy
-    "DDL",  # Create (and Insert)
-    "Drop",
-    "Alter",
-    "TruncateTable",
-    "Command",  # anything sqlglot parses only as raw text: VACUUM, EXPLAIN, LOAD, CALL, DO, SHOW...
-    "Pragma",
-    "Attach",
-    "Detach",
-    "Set",
-    "Transaction",
-    "Commit",
-    "Rollback",
-    "Use",
-    "Analyze",
-    "Grant",
-    "Revoke",
-    "Comment",
-    "LoadData",
-    "Kill",
-    "Cache",
-    "Uncache",
-    "Refresh",
-    "Declare",
-    "Execute",
-    "Describe",
-    "Summarize",
-    "Show",
-)
+# Statement kinds that never belong in a read-only query, wherever they appear in the tree. DML covers Insert,
+# Update, Delete, Merge and Copy; DDL covers Create; Command is anything sqlglot keeps as raw text (VACUUM,
+# EXPLAIN, LOAD, CALL, SHOW...).
+_WRITE_NODE_NAMES = """
+    DML DDL Drop Alter TruncateTable Command Pragma Attach Detach Set Transaction Commit Rollback Use Analyze Grant
+    Revoke Comment LoadData Kill Cache Uncache Refresh Declare Execute Describe Summarize Show
+""".split()  # noqa: SIM905
 _WRITE_NODES: tuple[type[exp.Expression], ...] = tuple(
     getattr(exp, name) for name in _WRITE_NODE_NAMES if isinstance(getattr(exp, name, None), type)
 )
@@ -189,9 +128,10 @@ class QueryResult:
 
 
 class _QuietUnsupportedSyntax(logging.Filter):
-    """Drop sqlglot's "falling back to parsing as a 'Command'" warnings while this module parses.
+    """Drop sqlglot's log records (e.g. "... Falling back to parsing as a 'Command'") while this module parses.
 
-    Those statements are refused with one line; the warning would add a second one on stderr.
+    Those statements are refused with one line; the warning would add a second line on stderr. Other code's use
+    of sqlglot, and other threads, still log as usual.
     """
 
     def __init__(self) -> None:
@@ -224,13 +164,13 @@ def check_readonly_sql(sql: str, dialect: str) -> str:
     if len(sql) > MAX_SQL_CHARS:
         raise QueryRefusedError(f"query is too long ({len(sql)} characters, at most {MAX_SQL_CHARS})")
     tree = _parse_one(sql, read)
-    _check_tree(tree)
+    _check_tree(tree, sql, read)
     try:
         statement = tree.sql(dialect=read, comments=False)
     except Exception as exc:  # sqlglot cannot write it back: refuse rather than run something else
         raise QueryRefusedError(_one_line(f"cannot normalise the SQL: {exc}")) from None
     # What runs is the regenerated text: parse it again so the statement executed is itself the one checked.
-    _check_tree(_parse_one(statement, read))
+    _check_tree(_parse_one(statement, read), statement, read)
     return statement
 
 
@@ -256,15 +196,22 @@ def _parse_one(sql: str, read: str) -> exp.Expression:
 def _parse_error_reason(exc: ParseError) -> str:
     if exc.errors:
         first = exc.errors[0]
+        description = str(first.get("description") or "invalid syntax")
+        if description.startswith("Required keyword") or "<class " in description:
+            description = "incomplete or invalid syntax"  # sqlglot names its internal classes here
         where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
         near = str(first.get("highlight") or "").strip()
-        return f"{first.get('description')}{where}" + (f" near {near!r}" if near else "")
+        return f"{description}{where}" + (f" near {near!r}" if near else "")
     return str(exc)
 
 
-def _check_tree(tree: exp.Expression) -> None:
+def _check_tree(tree: exp.Expression, sql: str, read: str) -> None:
     if not isinstance(tree, _QUERY_ROOTS):
-        raise QueryRefusedError(f"only SELECT or WITH ... SELECT queries are allowed, not {_kind(tree)}")
+        if isinstance(tree, (*_WRITE_NODES, exp.Values)):
+            kind = _kind(tree)
+        else:  # a statement sqlglot does not know, parsed as something else (REINDEX -> Column, RESET -> Alias)
+            kind = _first_word(sql, read) or tree.key.upper()
+        raise QueryRefusedError(f"only SELECT or WITH ... SELECT queries are allowed, not {kind}")
     for node in tree.walk():
         if isinstance(node, _WRITE_NODES):
             raise QueryRefusedError(f"only read-only queries are allowed: the query contains {_kind(node)}")
@@ -295,9 +242,19 @@ def is_denied_function(name: str) -> bool:
 def _kind(node: exp.Expression) -> str:
     if isinstance(node, exp.Command):
         return str(node.this or "a command").upper()
+    if isinstance(node, exp.TruncateTable):
+        return "TRUNCATE"
     if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
         return "a transaction statement"
     return node.key.upper()
+
+
+def _first_word(sql: str, read: str) -> str:
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(read).tokenize(sql)
+    except Exception:
+        return ""
+    return tokens[0].text.upper() if tokens else ""
 
 
 def _one_line(text: str) -> str:
@@ -431,28 +388,20 @@ def _make_postgres_engine(target: _Target) -> Engine:
 def _checkout(target: _Target) -> Any:
     try:
         return _engine(target).raw_connection()
-    except DBAPIError as exc:
-        reason = _one_line(str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__)
+    except (DBAPIError, *_dbapi_errors(target.backend)) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        lines = str(error).splitlines()
+        reason = _one_line(lines[0] if lines else type(error).__name__)
         where = target.path if target.path is not None else target.url.render_as_string(hide_password=True)
         raise StoreError(f"cannot open the database at {where}: {reason}") from None
 
 
+# Read-only pragmas, reachable only through their table-valued functions: SELECT * FROM pragma_table_info('record')
 _SQLITE_READ_PRAGMAS = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "foreign_key_list",
-        "function_list",
-        "module_list",
-        "pragma_list",
-        "collation_list",
-        "database_list",
-        "compile_options",
-    }
+    """
+    table_info table_xinfo table_list index_list index_info index_xinfo foreign_key_list function_list module_list
+    pragma_list collation_list database_list compile_options
+    """.split()  # noqa: SIM905
 )
 _SQLITE_SELECT = sqlite3.SQLITE_SELECT
 _SQLITE_READ = sqlite3.SQLITE_READ
@@ -468,7 +417,7 @@ def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str
         return sqlite3.SQLITE_OK
     if action == _SQLITE_FUNCTION:
         return sqlite3.SQLITE_DENY if is_denied_function(arg2 or "") else sqlite3.SQLITE_OK
-    if action == _SQLITE_PRAGMA:  # the table-valued pragma functions, e.g. pragma_table_info('record')
+    if action == _SQLITE_PRAGMA:
         return sqlite3.SQLITE_OK if (arg1 or "").lower() in _SQLITE_READ_PRAGMAS else sqlite3.SQLITE_DENY
     if action == _SQLITE_UPDATE and arg1 in ("sqlite_master", "sqlite_temp_master"):
         # SQLite asks this when it registers an eponymous virtual table (json_each, pragma_*) for a SELECT.

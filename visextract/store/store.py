@@ -19,6 +19,7 @@ from visextract.store.tables import (
     ImagePathRow,
     ImageRow,
     LlmCallRow,
+    RecordEmbeddingRow,
     RecordRow,
     RecordSchemaRow,
     RunRow,
@@ -60,6 +61,9 @@ class RecordDraft:
     llm: dict[str, Any] | None = None
     raw_answer: str | None = None
     llm_calls: list[dict[str, Any]] = field(default_factory=list)  # LlmCallRow fields, in call order
+    search_segments: list[str] = field(default_factory=list)
+    search_vector: bytes | None = None  # float32 embedding of the segments
+    search_model: str | None = None
     run_id: int | None = None
 
     def subject_key(self) -> str:
@@ -253,6 +257,15 @@ class Store:
             session.flush()
             for call in draft.llm_calls:
                 session.add(LlmCallRow(record_id=record.id, run_id=draft.run_id, path=draft.path, **call))
+            if draft.search_vector is not None and record.id is not None:
+                session.add(
+                    RecordEmbeddingRow(
+                        record_id=record.id,
+                        model=draft.search_model or "",
+                        segments=draft.search_segments,
+                        vector=draft.search_vector,
+                    )
+                )
             session.commit()
             assert record.id is not None
             return record.id

@@ -7,6 +7,7 @@ tool_result  one tool's typed results for one image and one model/settings (`cac
 record       an image's record for a schema version; exactly one `is_current` per image and schema
 record_schema every schema version that records were made with
 llm_call     every LLM attempt of the extraction stage (prompts, answers, errors, tokens), like a log
+record_embedding  each record's search text and its MiniLM embedding, for semantic search
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -141,3 +142,12 @@ class LlmCallRow(SQLModel, table=True):
     cost_usd: float | None = None
     seconds: float | None = None
     created_at: datetime = Field(default_factory=utc_now)
+
+
+class RecordEmbeddingRow(SQLModel, table=True):
+    __tablename__ = "record_embedding"
+
+    record_id: int = Field(foreign_key="record.id", primary_key=True)
+    model: str
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JsonColumn, nullable=False))
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False), description="float32, unit length")

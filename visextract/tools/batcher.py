@@ -1,8 +1,8 @@
-"""Dynamic batching: concurrent per-image graph runs submit images; one worker thread per tool runs batches.
+"""Dynamic batching: concurrent per-image graph runs submit items; one worker thread runs them in batches.
 
 A batch is whatever is waiting when the worker is free, up to `batch_size`, waiting at most
-`max_wait_s` for stragglers. If a batch fails, its images are retried one at a time so one bad image
-cannot fail its neighbours.
+`max_wait_s` for stragglers. If a batch fails, its items are retried one at a time so one bad image
+cannot fail its neighbours. Used for every tool, and for the search-text embedder.
 """
 
 from __future__ import annotations
@@ -10,46 +10,54 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from visextract.images import LoadedImage
 from visextract.schemas.results import ToolResult
 from visextract.tools.base import Tool
 
+In = TypeVar("In")
+Out = TypeVar("Out")
+
 
 @dataclass(frozen=True)
-class ToolOutput:
-    """One image's results from a batch, and its share of the batch's model time."""
+class Batched(Generic[Out]):
+    """One item's output from a batch, and its share of the batch's compute time."""
 
-    results: list[ToolResult]
+    value: Out
     seconds: float
 
 
 @dataclass
-class _Request:
-    image: LoadedImage
-    future: Future[ToolOutput] = field(default_factory=Future)
+class _Request(Generic[In, Out]):
+    item: In
+    future: Future[Batched[Out]] = field(default_factory=Future)
 
 
 _STOP = object()
 
 
-class ToolBatcher:
-    """Runs one tool over images submitted from any thread, in batches, on its own worker thread."""
+class Batcher(Generic[In, Out]):
+    """Runs `run_batch` over items submitted from any thread, in batches, on its own worker thread."""
 
-    def __init__(self, tool: Tool, batch_size: int, max_wait_s: float = 0.02) -> None:
-        self.tool = tool
+    def __init__(
+        self, name: str, run_batch: Callable[[Sequence[In]], Sequence[Out]], batch_size: int, max_wait_s: float = 0.02
+    ) -> None:
+        self.name = name
+        self.run_batch = run_batch
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
-        self.seconds = 0.0  # model time, for reports
-        self.images = 0
-        self._queue: queue.Queue[_Request | object] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name=f"tool-{tool.name}", daemon=True)
+        self.seconds = 0.0  # compute time, for reports
+        self.items = 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name=f"batch-{name}", daemon=True)
         self._worker.start()
 
-    def submit(self, image: LoadedImage) -> Future[ToolOutput]:
-        request = _Request(image)
+    def submit(self, item: In) -> Future[Batched[Out]]:
+        request: _Request[In, Out] = _Request(item)
         self._queue.put(request)
         return request.future
 
@@ -67,7 +75,7 @@ class ToolBatcher:
             if stop:
                 return
 
-    def _collect(self, first: object) -> tuple[list[_Request], bool]:
+    def _collect(self, first: _Request[In, Out]) -> tuple[list[_Request[In, Out]], bool]:
         batch = [first]
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.batch_size:
@@ -76,31 +84,36 @@ class ToolBatcher:
             except queue.Empty:
                 break
             if item is _STOP:
-                return batch, True  # type: ignore[return-value]
+                return batch, True
             batch.append(item)
-        return batch, False  # type: ignore[return-value]
+        return batch, False
 
-    def _run(self, batch: list[_Request]) -> None:
+    def _run(self, batch: list[_Request[In, Out]]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
         if not live:
             return
         started = time.perf_counter()
         try:
-            outputs = self.tool.run([r.image for r in live])
+            outputs: Sequence[Out] | None = self.run_batch([r.item for r in live])
         except Exception:
             outputs = None
         if outputs is not None:
-            share = (time.perf_counter() - started) / len(live)
-            for request, results in zip(live, outputs, strict=True):
-                request.future.set_result(ToolOutput(results, round(share, 4)))
+            share = round((time.perf_counter() - started) / len(live), 4)
+            for request, value in zip(live, outputs, strict=True):
+                request.future.set_result(Batched(value, share))
         else:
-            for request in live:  # isolate the image that broke the batch
+            for request in live:  # isolate the item that broke the batch
                 single_started = time.perf_counter()
                 try:
-                    results = self.tool.run([request.image])[0]
+                    value = self.run_batch([request.item])[0]
                 except Exception as exc:
                     request.future.set_exception(exc)
                 else:
-                    request.future.set_result(ToolOutput(results, round(time.perf_counter() - single_started, 4)))
+                    request.future.set_result(Batched(value, round(time.perf_counter() - single_started, 4)))
         self.seconds += time.perf_counter() - started
-        self.images += len(live)
+        self.items += len(live)
+
+
+def tool_batcher(tool: Tool, batch_size: int) -> Batcher[LoadedImage, list[ToolResult]]:
+    """A batcher that runs `tool` over images."""
+    return Batcher(tool.name, tool.run, batch_size)

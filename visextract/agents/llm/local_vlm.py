@@ -10,7 +10,8 @@ import time
 
 from PIL import Image
 
-from visextract.agents.llm.base import CallLog, LlmReply, StructuredRequest
+from visextract.agents.llm.base import CallLog, LlmReply, LlmUnavailableError, StructuredRequest
+from visextract.local_models.vlm import UnfinishedJsonError
 
 
 class LocalVisionLlm:
@@ -30,7 +31,11 @@ class LocalVisionLlm:
         started = time.perf_counter()
         image = _decode_data_url(request.image.data_url) if request.image else None
         turns = [{"role": turn.role, "content": turn.text} for turn in request.turns]
-        generated = await asyncio.to_thread(self.vlm.generate_json, turns, image, request.json_schema)
+        try:
+            generated = await asyncio.to_thread(self.vlm.generate_json, turns, image, request.json_schema)
+        except UnfinishedJsonError as exc:  # the schema is unbounded and the model never closed the JSON
+            call = CallLog(self.model_name, "constrained", "error", round(time.perf_counter() - started, 3), str(exc))
+            raise LlmUnavailableError(str(exc), [call]) from None
         call = CallLog(
             model=self.model_name,
             mode="constrained",

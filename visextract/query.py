@@ -1,0 +1,230 @@
+"""The Python API for querying results: search, read-only SQL, and the ask/chat agent.
+
+import visextract as vx
+vx.search("a dog on a beach", db="sqlite:///photos.db")       # offline, MiniLM embeddings
+vx.sql("SELECT path, color FROM vehicle", db="sqlite:///photos.db")
+vx.ask("how many photos contain text?", db="sqlite:///photos.db")   # needs an OpenAI-compatible LLM
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from visextract.config import Settings
+from visextract.errors import UsageError, VisextractError
+from visextract.store import Store
+from visextract.store.readonly_sql import QueryResult
+from visextract.store.search import SearchHit
+
+NO_LLM = (
+    "ask needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI server); "
+    'without one, use `visextract search "..."` or `visextract sql "SELECT ..."`'
+)
+
+
+@cache
+def open_store(url: str) -> Store:
+    """One Store per database URL per process (its engine is a connection pool)."""
+    return Store(url)
+
+
+def _db(db: str | None) -> str:
+    return db or Settings().db
+
+
+def search(query: str, db: str | None = None, k: int = 10, schema: str | None = None) -> list[SearchHit]:
+    """The `k` records most similar in meaning to `query`, best first (offline)."""
+    from visextract.store.search import search_records
+
+    if k < 1:
+        raise UsageError("--k must be 1 or more")
+    return search_records(open_store(_db(db)), query, k=k, schema_name=schema)
+
+
+def sql(query: str, db: str | None = None, max_rows: int = 1000, timeout_s: float = 10.0) -> QueryResult:
+    """Run one read-only SELECT; writes of any kind raise QueryRefusedError and change nothing."""
+    from visextract.store.readonly_sql import run_readonly_sql
+
+    return run_readonly_sql(_db(db), query, max_rows=max_rows, timeout_s=timeout_s)
+
+
+class Answer(BaseModel):
+    """The agent's answer, the image paths it rests on, and the SQL it ran."""
+
+    text: str
+    paths: list[str]
+    sql: list[str]
+
+
+def llm_configured() -> bool:
+    return bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
+
+
+class ChatSession:
+    """A conversation with the query agent. History is kept per `thread_id` in the same database
+    (SQLite or PostgreSQL checkpointer); `thread_id=None` keeps it in memory only.
+
+        async with ChatSession(db="sqlite:///photos.db", thread_id="me") as chat:
+            answer = await chat.ask("which cars are red?")
+    """
+
+    def __init__(
+        self,
+        db: str | None = None,
+        *,
+        llm_model: str | None = None,
+        thread_id: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if not llm_configured():
+            raise UsageError(NO_LLM)
+        self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
+        self.llm_model = llm_model or self.settings.llm_model
+        self.thread_id = thread_id
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> ChatSession:
+        import openai
+        from langchain_core.tools import StructuredTool
+        from langchain_openai import ChatOpenAI
+
+        from visextract.agents.query_graph import QueryContext, build_query_graph
+        from visextract.agents.query_tools import QueryTools
+
+        self.store = open_store(self.settings.db)
+        http = openai.DefaultAsyncHttpxClient(timeout=self.settings.llm_timeout)
+        self._stack.push_async_callback(http.aclose)
+        self.chat_model = ChatOpenAI(
+            model=self.llm_model,
+            api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+            base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            timeout=self.settings.llm_timeout,
+            max_retries=0,
+            http_async_client=http,
+        )
+        self.tools = QueryTools(self.store, look=self._look_again)
+        tools = [
+            StructuredTool.from_function(func=self.tools.list_schemas),
+            StructuredTool.from_function(func=self.tools.run_sql),
+            StructuredTool.from_function(func=self.tools.search_images),
+            StructuredTool.from_function(
+                coroutine=self.tools.look_again, name="look_again", description=self.tools.look_again.__doc__
+            ),
+        ]
+        checkpointer = await self._checkpointer() if self.thread_id else None
+        self.graph = build_query_graph(tools, checkpointer)
+        self.context = QueryContext(model=self.chat_model.bind_tools(tools), call=self._call_model)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def ask(self, question: str) -> Answer:
+        from langchain_core.messages import HumanMessage
+
+        from visextract.agents.query_tools import cite_sources
+
+        self.tools.new_turn()
+        queries_before = len(self.tools.sql_queries)
+        config = {"recursion_limit": 30, "configurable": {"thread_id": self.thread_id or "one-shot"}}
+        state = await self.graph.ainvoke(
+            {"messages": [HumanMessage(content=question)]}, config=config, context=self.context
+        )
+        final = state["messages"][-1]
+        text = final.content if isinstance(final.content, str) else str(final.content)
+        paths = list(self.tools.seen_paths)
+        return Answer(text=cite_sources(text, paths), paths=paths, sql=self.tools.sql_queries[queries_before:])
+
+    @property
+    def last_sql(self) -> str | None:
+        return self.tools.sql_queries[-1] if self.tools.sql_queries else None
+
+    async def reset(self) -> None:
+        """Forget this thread's conversation."""
+        checkpointer = self.graph.checkpointer
+        if checkpointer is not None and self.thread_id:
+            await checkpointer.adelete_thread(self.thread_id)
+
+    async def _checkpointer(self) -> Any:
+        url = self.store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            saver = await self._stack.enter_async_context(AsyncSqliteSaver.from_conn_string(url.database))
+        elif url.get_backend_name() == "postgresql":
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+            plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            saver = await self._stack.enter_async_context(AsyncPostgresSaver.from_conn_string(plain))
+        else:
+            from langgraph.checkpoint.memory import InMemorySaver
+
+            return InMemorySaver()
+        await saver.setup()
+        return saver
+
+    async def _call_model(self, model: Any, messages: Sequence[Any]) -> Any:
+        from visextract.agents.llm.retry import with_transient_retries
+
+        try:
+            return await with_transient_retries(
+                lambda: model.ainvoke(list(messages)),
+                max_attempts=self.settings.llm_max_attempts,
+                initial_wait=self.settings.llm_retry_initial_wait,
+                max_wait=self.settings.llm_retry_max_wait,
+            )
+        except VisextractError:
+            raise
+        except Exception as exc:
+            raise _llm_error(exc, self.llm_model) from None
+
+    async def _look_again(self, path: str, question: str) -> str:
+        from langchain_core.messages import HumanMessage
+
+        from visextract.agents.llm.image_input import encode_for_llm
+        from visextract.images import ImageLoadError, decode_image, read_image_file
+
+        def load() -> Any:
+            file = read_image_file(Path(path))
+            image = decode_image(file, max_side=self.settings.max_side, max_pixels=self.settings.max_image_pixels)
+            return encode_for_llm(image, self.settings.llm_image_max_side, "auto")
+
+        try:
+            image = await asyncio.to_thread(load)
+        except ImageLoadError as exc:
+            raise VisextractError(f"cannot look at {path} again: {exc}") from None
+        content = [
+            {"type": "text", "text": f"Answer briefly from what you see in this image: {question}"},
+            {"type": "image_url", "image_url": {"url": image.data_url, "detail": image.detail}},
+        ]
+        reply = await self._call_model(self.chat_model, [HumanMessage(content=content)])
+        return reply.content if isinstance(reply.content, str) else str(reply.content)
+
+
+def _llm_error(exc: BaseException, model: str) -> VisextractError:
+    from visextract.agents.llm.retry import describe_error, is_transient
+
+    if is_transient(exc):
+        return VisextractError(f"LLM unavailable: {describe_error(exc)}")
+    return VisextractError(
+        f"LLM server refused the request ({describe_error(exc)}); check OPENAI_API_KEY and --llm-model {model!r}"
+    )
+
+
+def ask(question: str, db: str | None = None, *, llm_model: str | None = None, thread_id: str | None = None) -> Answer:
+    """Answer a question about the records with the query agent (needs an OpenAI-compatible LLM)."""
+    from visextract.run_sync import run_sync
+
+    async def one_question() -> Answer:
+        async with ChatSession(db, llm_model=llm_model, thread_id=thread_id) as session:
+            return await session.ask(question)
+
+    return run_sync(one_question)

@@ -54,3 +54,47 @@ def cli() -> Callable[..., object]:
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server `.ci/run` starts (VISEXTRACT_TEST_POSTGRES_URL); tests skip without one."""
+    url = os.environ.get("VISEXTRACT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set VISEXTRACT_TEST_POSTGRES_URL (e.g. via .ci/run) to run the PostgreSQL tests")
+    return url
+
+
+def new_postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh, empty database on the test server: (its URL, a function that drops it)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(server_url)
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"vx_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        from visextract.query import open_store
+        from visextract.store.readonly_sql import dispose_readonly_engines
+
+        open_store.cache_clear()
+        dispose_readonly_engines()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database URL, once for SQLite and once for PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'any.db'}"
+    url, drop = new_postgres_database(request.getfixturevalue("postgres_server"))
+    request.addfinalizer(drop)
+    return url

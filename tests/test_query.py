@@ -221,3 +221,14 @@ def test_ask_without_an_llm_says_so_in_one_line(library, cli, monkeypatch):
     assert result.exit_code != 0
     (line,) = result.stderr.strip().splitlines()
     assert "ask needs an LLM" in line and "visextract search" in line and "visextract sql" in line
+
+
+def test_the_built_in_embedder_gives_sentence_transformers_vectors():
+    from sentence_transformers import SentenceTransformer
+
+    from visextract.local_models.bundled import minilm_path
+    from visextract.local_models.embedder import embed_texts
+
+    texts = ["a small rodent in a tree", "fox squirrel: a large tree squirrel with a bushy tail", "word " * 400]
+    reference = SentenceTransformer(str(minilm_path()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert abs(embed_texts(texts) - reference).max() < 1e-5

@@ -225,6 +225,8 @@ def run(
         if progress.live.is_started:
             progress.stop()
     _print_summary(summary, extractor.store.safe_url)
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 def _print_summary(summary: Any, db_url: str) -> None:

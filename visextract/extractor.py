@@ -228,7 +228,11 @@ class Extractor:
         )
         batchers = {name: tool_batcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-        embedder = Batcher("embed", embed_for_search, batch_size=32) if self.settings.search_index else None
+        embedder = (
+            Batcher("embed", embed_for_search, batch_size=32, warm_up=lambda: embed_for_search(["warm up"]))
+            if self.settings.search_index
+            else None
+        )
         context = ExtractionContext(
             store=store,
             schema=self.schema,
@@ -239,6 +243,7 @@ class Extractor:
             force=force,
             writer=writer,
             embedder=embedder,
+            stop=stop or threading.Event(),
             llm=LlmSettings(
                 backend=llm,
                 gate=LlmGate(self.concurrency, self.rpm, self.budget_usd),

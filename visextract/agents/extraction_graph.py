@@ -16,6 +16,7 @@ from langgraph.graph.state import CompiledStateGraph
 from visextract.agents.extraction_nodes import (
     after_llm,
     after_load,
+    after_plan,
     after_tools,
     after_validate,
     ask_llm,
@@ -43,8 +44,8 @@ def build_extraction_graph() -> CompiledStateGraph:
 
     graph.add_edge(START, "load")
     graph.add_conditional_edges("load", after_load, ["plan", "persist", END])
-    graph.add_edge("plan", "tools")
-    graph.add_conditional_edges("tools", after_tools, ["llm", "assemble", "persist"])
+    graph.add_conditional_edges("plan", after_plan, ["tools", END])
+    graph.add_conditional_edges("tools", after_tools, ["llm", "assemble", "persist", END])
     graph.add_conditional_edges("llm", after_llm, ["validate", "assemble"])
     graph.add_edge("assemble", "validate")
     graph.add_conditional_edges("validate", after_validate, ["llm", "verify", "persist"])

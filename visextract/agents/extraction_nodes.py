@@ -38,6 +38,8 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Read and hash the file; skip it if already done; decode, orient and convert it."""
     ctx = runtime.context
     path = Path(state["path"])
+    if ctx.stop.is_set():  # stopping: leave it for the next run
+        return {"status": "cancelled"}
     try:
         file = await asyncio.to_thread(read_image_file, path)
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
@@ -63,7 +65,7 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 
 def after_load(state: ImageState) -> str:
-    if state.get("status") == "skipped":
+    if state.get("status") in ("skipped", "cancelled"):
         return END
     if state.get("status") == "failed":
         return "persist"
@@ -73,6 +75,9 @@ def after_load(state: ImageState) -> str:
 async def plan(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Reuse stored tool results for this image; run only the tools whose results are missing."""
     ctx = runtime.context
+    if ctx.stop.is_set():  # stopping before any model work: leave it for the next run
+        return {"status": "cancelled", "image": None}
+    ctx.start_warm_up()
     cached = (
         {} if ctx.force else await asyncio.to_thread(ctx.store.cached_tool_results, state["file"].sha256, ctx.tool_keys)
     )
@@ -84,11 +89,21 @@ async def plan(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     return {"tool_results": results, "tools_to_run": [name for name in ctx.tools if name not in results]}
 
 
+def after_plan(state: ImageState) -> str:
+    return END if state.get("status") == "cancelled" else "tools"
+
+
 async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Send the image to each planned tool's batcher and wait for all of them."""
     ctx = runtime.context
     names = state["tools_to_run"]
-    futures = [asyncio.wrap_future(ctx.batchers[name].submit(state["image"])) for name in names]
+    submitted = [ctx.batchers[name].submit(state["image"]) for name in names]
+    futures = [asyncio.wrap_future(future) for future in submitted]
+    while not all(future.done() for future in futures):
+        await asyncio.wait(futures, timeout=0.25)
+        if ctx.stop.is_set() and any(future.cancel() for future in submitted):  # not started yet: drop it
+            await asyncio.gather(*futures, return_exceptions=True)
+            return {"status": "cancelled", "image": None}
     outputs = await asyncio.gather(*futures, return_exceptions=True)
     results = dict(state["tool_results"])
     seconds = {}
@@ -108,6 +123,8 @@ async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 
 def after_tools(state: ImageState, runtime: Ctx) -> str:
+    if state.get("status") == "cancelled":
+        return END
     if state.get("status") == "failed":
         return "persist"
     return "llm" if runtime.context.llm is not None else "assemble"
@@ -229,17 +246,22 @@ async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
     """Store what `state` holds as the image's current record (on the context's single writer thread),
-    with its search text embedded for semantic search."""
+    then its search-text embedding. The record is durable first; an embedding lost to a crash is
+    made later by `store.search.index_missing_records`."""
     draft = _draft(state, ctx)
+    loop = asyncio.get_running_loop()
+    record_id = await loop.run_in_executor(ctx.writer, ctx.store.save, draft)
     if ctx.embedder is not None and draft.status != "failed":
-        draft.search_segments = search_segments(draft.data, _evidence(state))
+        segments = search_segments(draft.data, _evidence(state))
         try:
-            embedded = await asyncio.wrap_future(ctx.embedder.submit("\n".join(draft.search_segments)))
+            embedded = await asyncio.wrap_future(ctx.embedder.submit("\n".join(segments)))
         except Exception as exc:  # search is a convenience: never lose a record over it
             log.warning("could not embed %s for search: %s", draft.path, exc)
         else:
-            draft.search_vector, draft.search_model = embedded.value, EMBEDDING_MODEL
-    return await asyncio.get_running_loop().run_in_executor(ctx.writer, ctx.store.save, draft)
+            await loop.run_in_executor(
+                ctx.writer, ctx.store.save_embedding, record_id, EMBEDDING_MODEL, segments, embedded.value
+            )
+    return record_id
 
 
 def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:

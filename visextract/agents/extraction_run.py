@@ -55,7 +55,7 @@ async def run_images(
     already in flight finish and are stored. An error that would fail every image (the LLM server
     rejecting the API key, say) stops the run the same way and is returned as `fatal`.
     """
-    stop = stop or threading.Event()
+    stop = stop or context.stop
     outcome = RunOutcome()
     pending: set[asyncio.Task[ImageOutcome]] = set()
     restore = _stop_on_sigint(stop)

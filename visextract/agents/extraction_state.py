@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from visextract.agents.llm.base import CallLog, ChatTurn, ImageInput, VisionLlm
@@ -18,7 +19,7 @@ from visextract.store.store import tools_key
 from visextract.tools.base import Tool
 from visextract.tools.batcher import Batcher
 
-Outcome = Literal["ok", "failed", "needs_review", "skipped"]
+Outcome = Literal["ok", "failed", "needs_review", "skipped", "cancelled"]
 
 
 class ImageState(TypedDict, total=False):
@@ -76,6 +77,13 @@ class ExtractionContext:
     writer: ThreadPoolExecutor | None = None  # one thread: database writes stay ordered, off the event loop
     llm: LlmSettings | None = None
     embedder: Batcher[str, bytes] | None = None  # search text -> float32 vector bytes; None: no search index
+    stop: threading.Event = field(default_factory=threading.Event)  # set: images not yet at the tools stop
+
+    def start_warm_up(self) -> None:
+        """Load every model in the background, once the first image needs them (a re-run that skips
+        everything loads none)."""
+        for batcher in [*self.batchers.values(), *([self.embedder] if self.embedder else [])]:
+            batcher.start_warm_up()
 
     @property
     def tool_keys(self) -> dict[str, str]:

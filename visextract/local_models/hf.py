@@ -101,7 +101,7 @@ def load_hf_model(model: str, auto_class: str, device_name: str = "auto", **kwar
             loaded = loader.from_pretrained(_model_ref(model), dtype=dtype, **kwargs)
         return loaded.to(device).eval()
 
-    return cached_model(f"{auto_class}:{model}@{device}:{dtype}", load)
+    return cached_model(f"{auto_class}:{model}@{device}:{dtype}", load, exclusive=True)
 
 
 def load_hf_processor(model: str, auto_class: str = "AutoProcessor", **kwargs: Any) -> Any:
@@ -114,7 +114,7 @@ def load_hf_processor(model: str, auto_class: str = "AutoProcessor", **kwargs: A
         with _as_model_error(model):
             return getattr(transformers, auto_class).from_pretrained(_model_ref(model), **kwargs)
 
-    return cached_model(f"{auto_class}:{model}", load)
+    return cached_model(f"{auto_class}:{model}", load, exclusive=True)
 
 
 @cache

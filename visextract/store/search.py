@@ -189,12 +189,6 @@ def index_missing_records(store: Store) -> int:
             }
             todo.append((item["record_id"], search_segments(item["data"], ToolEvidence(tools))))
     vectors = embed_texts(["\n".join(segments) for _, segments in todo])
-    with store.write() as session:
-        for (record_id, segments), vector in zip(todo, vectors, strict=True):
-            session.add(
-                RecordEmbeddingRow(
-                    record_id=record_id, model=EMBEDDING_MODEL, segments=segments, vector=vector.tobytes()
-                )
-            )
-        session.commit()
+    for (record_id, segments), vector in zip(todo, vectors, strict=True):
+        store.save_embedding(record_id, EMBEDDING_MODEL, segments, vector.tobytes())
     return len(todo)

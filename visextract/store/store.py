@@ -61,9 +61,6 @@ class RecordDraft:
     llm: dict[str, Any] | None = None
     raw_answer: str | None = None
     llm_calls: list[dict[str, Any]] = field(default_factory=list)  # LlmCallRow fields, in call order
-    search_segments: list[str] = field(default_factory=list)
-    search_vector: bytes | None = None  # float32 embedding of the segments
-    search_model: str | None = None
     run_id: int | None = None
 
     def subject_key(self) -> str:
@@ -257,18 +254,19 @@ class Store:
             session.flush()
             for call in draft.llm_calls:
                 session.add(LlmCallRow(record_id=record.id, run_id=draft.run_id, path=draft.path, **call))
-            if draft.search_vector is not None and record.id is not None:
-                session.add(
-                    RecordEmbeddingRow(
-                        record_id=record.id,
-                        model=draft.search_model or "",
-                        segments=draft.search_segments,
-                        vector=draft.search_vector,
-                    )
-                )
             session.commit()
             assert record.id is not None
             return record.id
+
+    def save_embedding(self, record_id: int, model: str, segments: list[str], vector: bytes) -> None:
+        """Store a record's search text and its embedding (replacing any earlier one)."""
+        with self.write() as session:
+            row = session.get(RecordEmbeddingRow, record_id) or RecordEmbeddingRow(
+                record_id=record_id, model=model, vector=vector
+            )
+            row.model, row.segments, row.vector = model, segments, vector
+            session.add(row)
+            session.commit()
 
     def remember_path(self, path: str, sha256: str | None) -> None:
         """Note that `path` holds the image `sha256` (e.g. a duplicate that was skipped)."""

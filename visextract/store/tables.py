@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+JsonColumn = JSON()  # json, not jsonb, on PostgreSQL: keeps key order as written
 
 
 def utc_now() -> datetime:

@@ -7,6 +7,7 @@ cannot fail its neighbours. Used for every tool, and for the search-text embedde
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from visextract.images import LoadedImage
 from visextract.schemas.results import ToolResult
 from visextract.tools.base import Tool
 
+log = logging.getLogger("visextract")
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -38,16 +40,24 @@ class _Request(Generic[In, Out]):
 
 
 _STOP = object()
+_WARM_UP = object()
 
 
 class Batcher(Generic[In, Out]):
     """Runs `run_batch` over items submitted from any thread, in batches, on its own worker thread."""
 
     def __init__(
-        self, name: str, run_batch: Callable[[Sequence[In]], Sequence[Out]], batch_size: int, max_wait_s: float = 0.02
+        self,
+        name: str,
+        run_batch: Callable[[Sequence[In]], Sequence[Out]],
+        batch_size: int,
+        max_wait_s: float = 0.02,
+        warm_up: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self.run_batch = run_batch
+        self.warm_up = warm_up
+        self._warming = False
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
         self.seconds = 0.0  # compute time, for reports
@@ -61,6 +71,12 @@ class Batcher(Generic[In, Out]):
         self._queue.put(request)
         return request.future
 
+    def start_warm_up(self) -> None:
+        """Load the model on the worker thread now, before the first item arrives (once; no-op after)."""
+        if self.warm_up is not None and not self._warming:
+            self._warming = True
+            self._queue.put(_WARM_UP)
+
     def close(self) -> None:
         self._queue.put(_STOP)
         self._worker.join()
@@ -70,6 +86,9 @@ class Batcher(Generic[In, Out]):
             first = self._queue.get()
             if first is _STOP:
                 return
+            if first is _WARM_UP:
+                self._warm()
+                continue
             batch, stop = self._collect(first)
             self._run(batch)
             if stop:
@@ -85,8 +104,17 @@ class Batcher(Generic[In, Out]):
                 break
             if item is _STOP:
                 return batch, True
+            if item is _WARM_UP:
+                continue
             batch.append(item)
         return batch, False
+
+    def _warm(self) -> None:
+        assert self.warm_up is not None
+        try:
+            self.warm_up()
+        except Exception as exc:  # the first real batch reports the problem against its images
+            log.debug("warming up %s failed: %s", self.name, exc)
 
     def _run(self, batch: list[_Request[In, Out]]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
@@ -115,5 +143,5 @@ class Batcher(Generic[In, Out]):
 
 
 def tool_batcher(tool: Tool, batch_size: int) -> Batcher[LoadedImage, list[ToolResult]]:
-    """A batcher that runs `tool` over images."""
-    return Batcher(tool.name, tool.run, batch_size)
+    """A batcher that runs `tool` over images (its model loads on `start_warm_up`, or with the first batch)."""
+    return Batcher(tool.name, tool.run, batch_size, warm_up=tool.load)

@@ -1,0 +1,81 @@
+"""The same user journey on SQLite and on a real PostgreSQL server: run, re-run, export, show, status,
+typed views through read-only SQL, search, ask; and upgrading a database made by an older version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import visextract as vx
+from openai_test_server import OpenAITestServer
+from visextract.store import Store
+from visextract.store.migrations import MIGRATIONS, current_version
+
+
+def test_run_export_show_status_sql_and_search(any_db, photos, cli):
+    first = cli("run", photos, "--db", any_db, "--tools", "classifier,faces,colors")
+    assert first.exit_code == 0 and "5 processed" in first.stdout, first.output
+    assert "5 skipped" in cli("run", photos, "--db", any_db, "--tools", "classifier,faces,colors").stdout
+    records = [json.loads(line) for line in cli("export", "--db", any_db).stdout.splitlines()]
+    assert len(records) == 5 and {r["status"] for r in records} == {"ok"}
+    astronaut = next(r for r in records if r["path"].endswith("astronaut.png"))
+    assert list(astronaut["data"]) == ["labels", "face_count", "text", "dominant_colors"]  # order as written
+    assert json.loads(cli("show", photos / "astronaut.png", "--db", any_db).stdout)["data"]["face_count"] == 1
+    assert "scene" in cli("status", "--db", any_db).stdout
+    rows = json.loads(
+        cli(
+            "sql", "SELECT path, face_count FROM scene WHERE face_count >= 1", "--db", any_db, "--format", "json"
+        ).stdout
+    )
+    assert [Path(r["path"]).name for r in rows] == ["astronaut.png"] and rows[0]["face_count"] == 1
+    refused = cli("sql", "DELETE FROM record", "--db", any_db)
+    assert refused.exit_code != 0 and len(cli("export", "--db", any_db).stdout.splitlines()) == 5
+    (hit,) = vx.search("a cup of coffee", db=any_db, k=1)
+    assert hit.path.endswith("coffee.jpg")
+
+
+def test_ask_runs_its_sql_on_the_same_backend(any_db, photos, monkeypatch):
+    vx.Extractor(db=any_db, tools=["faces"], llm=None).run(photos / "astronaut.png", photos / "coffee.jpg")
+    with OpenAITestServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "k")
+        server.reply_tool_calls([("run_sql", {"query": "SELECT path FROM scene WHERE face_count = 1"})])
+        server.reply_text("The astronaut photo has one face.")
+        answer = vx.ask("which photo has a face?", db=any_db)
+    assert [Path(p).name for p in answer.paths] == ["astronaut.png"]
+    assert '"rows"' in server.requests[1].messages[-1]["content"]
+
+
+def test_a_database_made_by_an_older_version_is_upgraded_in_place(any_db, photos):
+    # what version 1 created: the first tables, stamped with migration 1 only
+    store = Store(any_db)
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE record_embedding"))
+        connection.execute(text("DROP TABLE llm_call"))
+        connection.execute(text("DELETE FROM schema_migration WHERE version > 1"))
+    store.engine.dispose()
+    old = Store(any_db)  # opening it again upgrades it
+    assert current_version(old.engine) == len(MIGRATIONS)
+    summary = vx.Extractor(db=any_db, tools=["colors"], llm=None).run(photos / "coffee.jpg")
+    assert summary.processed == 1
+    (hit,) = vx.search("a cup of coffee", db=any_db, k=1)
+    assert hit.path.endswith("coffee.jpg")
+
+
+def test_opening_a_database_again_applies_nothing_twice(any_db):
+    Store(any_db)
+    again = Store(any_db)  # idempotent: nothing re-applied, nothing fails
+    with again.engine.connect() as connection:
+        versions = [row[0] for row in connection.execute(text("SELECT version FROM schema_migration ORDER BY version"))]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://nobody@127.0.0.1:1/none", "mysql://x@localhost/db"])
+def test_an_unusable_database_url_is_one_line(cli, photos, url):
+    result = cli("run", photos, "--db", url, "--tools", "colors")
+    assert result.exit_code != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error:") and "Traceback" not in result.stderr

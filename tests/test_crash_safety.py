@@ -133,7 +133,7 @@ def test_two_runs_on_overlapping_folders_share_one_database(any_db, tmp_path):
             os.link(path, second / path.name)
     runs = [visextract("run", folder, "--db", any_db, "--tools", "classifier,colors") for folder in (first, second)]
     outputs = [run.communicate(timeout=300) for run in runs]
-    for run, (out, err) in zip(runs, outputs, strict=True):
+    for run, (_out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err
         assert "locked" not in err and "Traceback" not in err
     store = Store(any_db)

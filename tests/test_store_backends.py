@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from openai_test_server import OpenAITestServer
 from sqlalchemy import text
 
 import visextract as vx
-from openai_test_server import OpenAITestServer
 from visextract.store import Store
 from visextract.store.migrations import MIGRATIONS, current_version
 

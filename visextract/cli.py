@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -105,7 +106,8 @@ def main_options(
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
         force=True,
     )
-    for noisy in ("httpx", "transformers", "sentence_transformers", "urllib3"):
+    logging.captureWarnings(True)  # library warnings (e.g. corrupt EXIF) go through logging, shown with -v
+    for noisy in ("httpx", "transformers", "sentence_transformers", "urllib3", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
@@ -217,7 +219,7 @@ def run(
         elapsed = progress.tasks[0].elapsed or 0
         done = progress.tasks[0].completed
         rate = f"{done / elapsed:.2f}" if elapsed > 0 else "-"
-        progress.update(task, rate=rate, last=Path(outcome.path).name[-40:])
+        progress.update(task, rate=rate, last=escape(Path(outcome.path).name[-40:]))
 
     try:
         summary = extractor.run(*paths, force=force, limit=limit, on_start=on_start, on_image=on_image)
@@ -245,7 +247,7 @@ def _print_summary(summary: Any, db_url: str) -> None:
             "(needs_review); raise --budget-usd and run again to finish them"
         )
     for path, reason in summary.failures[:10]:
-        out.print(f"  [red]failed[/red] {path}: {reason}", highlight=False)
+        out.print(f"  [red]failed[/red] {escape(path)}: {escape(reason)}", highlight=False)
     if len(summary.failures) > 10:
         out.print(f"  ... see `visextract status --list --failed` for all {summary.failed} failures")
     if summary.interrupted:
@@ -312,12 +314,12 @@ def _print_record_table(store: Any, schema: str | None, only_status: str | None)
         text = " ".join(line["text"] for line in tools.get("ocr", []))
         style = {"ok": "green", "failed": "red", "needs_review": "yellow"}.get(record["status"], "")
         table.add_row(
-            _short_path(record["path"]),
+            escape(_short_path(record["path"])),
             f"[{style}]{record['status']}[/{style}]",
-            top,
+            escape(top),
             faces,
-            (text[:40] + "…") if len(text) > 40 else text,
-            record["error"] or "",
+            escape((text[:40] + "…") if len(text) > 40 else text),
+            escape(record["error"] or ""),
         )
     out.print(table)
 
@@ -348,15 +350,12 @@ def show(
     rows = store.find_records(path_or_sha)
     if not rows:
         raise UsageError(f"no record for {path_or_sha!r} in {store.safe_url}")
-    wanted = {row.id for row in rows}
-    schemas = {row.schema_name for row in rows}
-    for schema_name in sorted(schemas):
-        for record in export_dicts(store, schema_name, with_ids=True):
-            if record["record_id"] in wanted:
-                record.pop("is_current")
-                paths = store.paths_of(record["sha256"]) if record["sha256"] else [record["path"]]
-                record["paths"] = paths
-                out.print_json(json.dumps(record, default=str, ensure_ascii=False))
+    subjects = {row.id: row.subject for row in rows}
+    for record in export_dicts(store, with_ids=True, record_ids=list(subjects)):
+        record.pop("is_current")
+        subject = subjects[record["record_id"]]
+        record["paths"] = [record["path"]] if subject.startswith("path:") else store.paths_of(subject)
+        out.print_json(json.dumps(record, default=str, ensure_ascii=False))
 
 
 @app.command()
@@ -423,7 +422,7 @@ def search(
     for column in ("score", "path", "why it matched"):
         table.add_column(column, overflow="fold")
     for hit in hits:
-        table.add_row(f"{hit.score:.2f}", _short_path(hit.path), hit.snippet)
+        table.add_row(f"{hit.score:.2f}", escape(_short_path(hit.path)), escape(hit.snippet))
     out.print(table)
 
 
@@ -457,7 +456,7 @@ def sql_command(
         for column in result.columns:
             table.add_column(column, overflow="fold")
         for row in result.rows:
-            table.add_row(*("" if row[c] is None else str(row[c]) for c in result.columns))
+            table.add_row(*("" if row[c] is None else escape(str(row[c])) for c in result.columns))
         out.print(table)
     if result.truncated:
         err.print(f"(showing the first {max_rows} rows; use --max-rows for more)")

@@ -44,6 +44,7 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         file = await asyncio.to_thread(read_image_file, path)
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
+    await ctx.claim(str(path), file.sha256)  # a copy of this file in flight finishes first
     if not ctx.force and await asyncio.to_thread(ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256)
         return {"file": file, "status": "skipped"}

@@ -62,6 +62,12 @@ async def run_images(
 
     async def run_one(path: str) -> ImageOutcome:
         try:
+            return await run_graph(path)
+        finally:
+            context.release(path)
+
+    async def run_graph(path: str) -> ImageOutcome:
+        try:
             state: ImageState = await graph.ainvoke({"path": path}, config=config, context=context)
         except VisextractError as exc:  # a run-wide problem: keep this image for the next run, stop
             if outcome.fatal is None:

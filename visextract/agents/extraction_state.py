@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +79,22 @@ class ExtractionContext:
     llm: LlmSettings | None = None
     embedder: Batcher[str, bytes] | None = None  # search text -> float32 vector bytes; None: no search index
     stop: threading.Event = field(default_factory=threading.Event)  # set: images not yet at the tools stop
+    # identical files in flight at once: the first copy is processed, the others wait and then skip
+    _claims: dict[str, asyncio.Event] = field(default_factory=dict)
+    _claim_of_path: dict[str, str] = field(default_factory=dict)
+
+    async def claim(self, path: str, sha256: str) -> None:
+        """Wait until no other image with this content is in flight, then hold it for `path`."""
+        while (held := self._claims.get(sha256)) is not None:
+            await held.wait()
+        self._claims[sha256] = asyncio.Event()
+        self._claim_of_path[path] = sha256
+
+    def release(self, path: str) -> None:
+        """Let waiting copies of `path`'s content go on (they will find it done)."""
+        sha256 = self._claim_of_path.pop(path, None)
+        if sha256 is not None:
+            self._claims.pop(sha256).set()
 
     def start_warm_up(self) -> None:
         """Load every model in the background, once the first image needs them (a re-run that skips

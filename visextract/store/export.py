@@ -20,11 +20,16 @@ _BATCH = 500
 
 
 def export_dicts(
-    store: Store, schema_name: str | None = None, all_versions: bool = False, with_ids: bool = False
+    store: Store,
+    schema_name: str | None = None,
+    all_versions: bool = False,
+    with_ids: bool = False,
+    record_ids: list[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Records as export objects: path, sha256, size, status, error, schema, data, provenance, tools, llm.
 
     `all_versions` includes superseded records; it and `with_ids` add record_id, is_current and created_at.
+    `record_ids` limits the export to those records.
     """
     statement = (
         select(RecordRow, ImageRow)
@@ -35,6 +40,8 @@ def export_dicts(
         statement = statement.where(col(RecordRow.is_current))
     if schema_name:
         statement = statement.where(RecordRow.schema_name == schema_name)
+    if record_ids is not None:
+        statement = statement.where(col(RecordRow.id).in_(record_ids))
     with store.read() as session:
         rows = session.exec(statement.execution_options(yield_per=_BATCH))
         while batch := rows.fetchmany(_BATCH):

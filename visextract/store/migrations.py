@@ -27,10 +27,19 @@ def _add_record_embeddings(connection: Connection) -> None:
     tables.RecordEmbeddingRow.__table__.create(connection, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _add_image_path_sha256(connection: Connection) -> None:
+    connection.exec_driver_sql("ALTER TABLE image_path ADD COLUMN sha256 VARCHAR")
+    connection.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_image_path_sha256 ON image_path (sha256)")
+    connection.exec_driver_sql(
+        "UPDATE image_path SET sha256 = (SELECT sha256 FROM image WHERE image.id = image_path.image_id)"
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("create tables", _create_tables),
     ("add llm_call log", _add_llm_call_log),
     ("add record embeddings", _add_record_embeddings),
+    ("add image_path.sha256", _add_image_path_sha256),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +207,7 @@ class Store:
     def _save(self, draft: RecordDraft) -> int:
         with self.write() as session:
             image_id = self._upsert_image(session, draft.image) if draft.image else None
-            self._upsert_path(session, draft.path, image_id)
+            self._upsert_path(session, draft.path, image_id, draft.subject)
             if image_id is not None:
                 for tool, (results, seconds) in draft.new_tool_results.items():
                     self._insert_ignore(
@@ -274,7 +275,7 @@ class Store:
             image_id = None
             if sha256:
                 image_id = session.exec(select(ImageRow.id).where(ImageRow.sha256 == sha256)).first()
-            self._upsert_path(session, path, image_id)
+            self._upsert_path(session, path, image_id, sha256)
             session.commit()
 
     def _upsert_image(self, session: Session, image: ImageFacts) -> int:
@@ -296,12 +297,13 @@ class Store:
         assert image_id is not None
         return image_id
 
-    def _upsert_path(self, session: Session, path: str, image_id: int | None) -> None:
-        values = {"path": path, "image_id": image_id, "seen_at": utc_now()}
+    def _upsert_path(self, session: Session, path: str, image_id: int | None, sha256: str | None) -> None:
+        values = {"path": path, "image_id": image_id, "sha256": sha256, "seen_at": utc_now()}
         statement = self._insert_statement(ImagePathRow).values(values)
         session.execute(
             statement.on_conflict_do_update(
-                index_elements=["path"], set_={"image_id": image_id, "seen_at": values["seen_at"]}
+                index_elements=["path"],
+                set_={"image_id": image_id, "sha256": sha256, "seen_at": values["seen_at"]},
             )
         )
 
@@ -332,17 +334,20 @@ class Store:
             yield from session.exec(statement.execution_options(yield_per=500))
 
     def find_records(self, path_or_sha: str) -> list[RecordRow]:
-        """Current records for a path (as given, or absolute), a sha256 or a unique sha256 prefix."""
-        from pathlib import Path
-
-        absolute = str(Path(path_or_sha).expanduser().absolute())
+        """Current records for a path (as given, or absolute), a sha256 or a unique sha256 prefix.
+        A duplicate's path finds the records made from its twin."""
+        absolute = os.path.abspath(os.path.expanduser(path_or_sha))
         with self.read() as session:
-            image_ids = session.exec(
-                select(ImagePathRow.image_id).where(col(ImagePathRow.path).in_([path_or_sha, absolute]))
-            ).all()
+            hashes = [
+                sha
+                for sha in session.exec(
+                    select(ImagePathRow.sha256).where(col(ImagePathRow.path).in_([path_or_sha, absolute]))
+                ).all()
+                if sha
+            ]
             conditions = [col(RecordRow.path).in_([path_or_sha, absolute])]
-            if any(i is not None for i in image_ids):
-                conditions.append(col(RecordRow.image_id).in_([i for i in image_ids if i is not None]))
+            if hashes:
+                conditions.append(col(RecordRow.subject).in_(hashes))
             if len(path_or_sha) >= 6 and all(c in "0123456789abcdef" for c in path_or_sha.lower()):
                 conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower()))
             return list(
@@ -356,14 +361,11 @@ class Store:
             return session.get(ImageRow, image_id)
 
     def paths_of(self, sha256: str) -> list[str]:
-        """Every path the image with this content was found at."""
+        """Every path the content with this hash was found at."""
         with self.read() as session:
             return list(
                 session.exec(
-                    select(ImagePathRow.path)
-                    .join(ImageRow, col(ImageRow.id) == col(ImagePathRow.image_id))
-                    .where(ImageRow.sha256 == sha256)
-                    .order_by(col(ImagePathRow.path))
+                    select(ImagePathRow.path).where(ImagePathRow.sha256 == sha256).order_by(col(ImagePathRow.path))
                 )
             )
 

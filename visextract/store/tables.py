@@ -43,6 +43,7 @@ class ImagePathRow(SQLModel, table=True):
 
     path: str = Field(primary_key=True)
     image_id: int | None = Field(default=None, foreign_key="image.id", index=True)
+    sha256: str | None = Field(default=None, index=True, description="content hash, also for undecodable files")
     seen_at: datetime = Field(default_factory=utc_now)
 
 

@@ -16,6 +16,7 @@ from visextract.schemas.results import Face, ToolResult
 from visextract.tools.base import Tool, clip_box
 
 MIN_SCORE = 0.95  # MTCNN gives real faces 0.99+; wheel hubs and knots reach 0.92
+MIN_SIDE = 20
 DETECT_MAX_SIDE = 1280  # faces smaller than ~20 px at this size are not looked for
 
 
@@ -52,6 +53,8 @@ class MtcnnFaces(Tool):
         return [self._detect(mtcnn, image) for image in images]
 
     def _detect(self, mtcnn: Any, image: Image.Image) -> list[ToolResult]:
+        if min(image.size) < MIN_SIDE:  # MTCNN's pyramid needs room for its 12-px window
+            return []
         factor = min(1.0, DETECT_MAX_SIDE / max(image.size))
         if factor < 1.0:
             image = image.resize((round(image.width * factor), round(image.height * factor)))

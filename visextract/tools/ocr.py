@@ -16,6 +16,8 @@ from visextract.schemas.results import OcrLine, ToolResult
 from visextract.tools.base import Tool
 
 MIN_SCORE = 0.5
+MIN_SIDE = 8
+MAX_ASPECT = 60
 
 
 class RapidOcr(Tool):
@@ -46,6 +48,8 @@ class RapidOcr(Tool):
         return [self._read(engine, image) for image in images]
 
     def _read(self, engine: Any, image: Image.Image) -> list[ToolResult]:
+        if min(image.size) < MIN_SIDE or max(image.size) > MAX_ASPECT * min(image.size):
+            return []  # too small or too thin a strip to hold readable text (PP-OCR fails on them)
         found, _elapsed = engine(image)
         lines: list[ToolResult] = []
         for points, text, score in found or []:

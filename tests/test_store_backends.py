@@ -55,6 +55,8 @@ def test_a_database_made_by_an_older_version_is_upgraded_in_place(any_db, photos
     with store.engine.begin() as connection:
         connection.execute(text("DROP TABLE record_embedding"))
         connection.execute(text("DROP TABLE llm_call"))
+        connection.execute(text("DROP INDEX ix_image_path_sha256"))
+        connection.execute(text("ALTER TABLE image_path DROP COLUMN sha256"))
         connection.execute(text("DELETE FROM schema_migration WHERE version > 1"))
     store.engine.dispose()
     old = Store(any_db)  # opening it again upgrades it

@@ -28,7 +28,8 @@ def _add_record_embeddings(connection: Connection) -> None:
 
 
 def _add_image_path_sha256(connection: Connection) -> None:
-    connection.exec_driver_sql("ALTER TABLE image_path ADD COLUMN sha256 VARCHAR")
+    if "sha256" not in {column["name"] for column in inspect(connection).get_columns("image_path")}:
+        connection.exec_driver_sql("ALTER TABLE image_path ADD COLUMN sha256 VARCHAR")
     connection.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_image_path_sha256 ON image_path (sha256)")
     connection.exec_driver_sql(
         "UPDATE image_path SET sha256 = (SELECT sha256 FROM image WHERE image.id = image_path.image_id)"

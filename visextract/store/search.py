@@ -88,7 +88,9 @@ def search_records(store: Store, query: str, k: int = 10, schema_name: str | Non
         return []
     query_vector = embed_texts([query])[0]
     scores = matrix.vectors @ query_vector
-    top = np.argsort(-scores)[: max(1, k)]
+    k = min(max(1, k), len(scores))
+    best = np.argpartition(-scores, k - 1)[:k]
+    top = best[np.argsort(-scores[best])]
     hits = []
     for i in top:
         record_id, path, sha, schema, status, segments = matrix.rows[int(i)]

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import Engine, func, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
@@ -66,6 +66,9 @@ class RecordDraft:
 
     def subject_key(self) -> str:
         return self.subject or (self.image.sha256 if self.image else f"path:{self.path}")
+
+
+SCHEMA_LOCK_ID = 0x76697379  # PostgreSQL advisory lock around schema registration
 
 
 def tools_key(tools: dict[str, str]) -> str:
@@ -133,14 +136,21 @@ class Store:
             session.commit()
 
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
-        """Remember this schema version and (re)create its typed view."""
-        if session.get(RecordSchemaRow, (schema.name, schema.version)) is None:
-            session.add(
-                RecordSchemaRow(
-                    name=schema.name, version=schema.version, json_schema=schema.json_schema, origin=schema.origin
-                )
-            )
-            session.flush()
+        """Remember this schema version and (re)create its typed view (runs starting at once queue up)."""
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
+        self._insert_ignore(
+            session,
+            RecordSchemaRow,
+            {
+                "name": schema.name,
+                "version": schema.version,
+                "json_schema": schema.json_schema,
+                "origin": schema.origin,
+                "created_at": utc_now(),
+            },
+            ["name", "version"],
+        )
         create_typed_view(session.connection(), schema)
 
     def typed_views(self) -> list[TypedView]:

@@ -1,0 +1,43 @@
+"""Benchmark inputs: folders of distinct real photos, generated from scikit-image / scikit-learn samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+SIZES = [(640, 427), (1024, 683), (1600, 1067), (800, 800)]
+
+
+def sample_arrays() -> list:
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    arrays = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
+    arrays += list(load_sample_images().images)
+    page = skimage.data.page()
+    arrays.append(__import__("numpy").stack([page] * 3, axis=-1))
+    return arrays
+
+
+def make_photos(folder: Path, count: int) -> list[Path]:
+    """`count` distinct JPEGs in a few sizes (each a different crop of a real photo)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = sample_arrays()
+    paths = []
+    for i in range(count):
+        base = Image.fromarray(arrays[i % len(arrays)]).convert("RGB")
+        shift = (i // len(arrays)) % 20
+        crop = base.crop((shift, shift, base.width - shift, base.height - shift))
+        photo = crop.resize(SIZES[i % len(SIZES)], Image.Resampling.BICUBIC)
+        path = folder / f"photo_{i:05d}.jpg"
+        if not path.exists():
+            photo.save(path, quality=88)
+        paths.append(path)
+    return paths
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

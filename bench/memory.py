@@ -23,7 +23,8 @@ import resource, sys, time
 import visextract as vx
 started = time.perf_counter()
 summary = vx.Extractor(db=sys.argv[1], tools=sys.argv[3].split(","), llm=None).run(sys.argv[2])
-print(summary.processed, round(time.perf_counter() - started, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(summary.processed, round(time.perf_counter() - started, 1), rss_mb)
 """
 
 

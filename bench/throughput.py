@@ -108,9 +108,8 @@ def main() -> None:
         folder = Path(tmp)
         paths = make_photos(folder / "photos", args.images)
         warm = make_photos(folder / "warm", 4)
-        print(
-            f"{len(paths)} photos ({', '.join('x'.join(map(str, s)) for s in __import__('_photos').SIZES)}), tools: {args.tools}"
-        )
+        sizes = ", ".join(f"{w}x{h}" for w, h in SIZES)
+        print(f"{len(paths)} photos ({sizes}), tools: {args.tools}")
         startup = startup_seconds(tools, folder)
         naive_seconds, model_seconds = naive_loop(paths, tools)
         floor_seconds = sum(model_seconds.values())
@@ -124,9 +123,8 @@ def main() -> None:
         print(f"floor     {floor_ips:6.2f} img/s   ({floor_seconds:.1f} s of model time)")
         print(f"pipeline / naive = {pipeline_ips / naive_ips:.2f}x   (target >= 1.0)")
         print(f"pipeline / floor = {pipeline_ips / floor_ips:.2f}x   (target >= 0.9)")
-        print(
-            f"re-run of the finished folder: {rerun:.2f} s = {first / rerun:.0f}x faster than the first run (target >= 5)"
-        )
+        speedup = first / rerun
+        print(f"re-run of the finished folder: {rerun:.2f} s = {speedup:.0f}x faster than the first run (target >= 5)")
         print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 

@@ -27,8 +27,9 @@ def make_photos(folder: Path, count: int) -> list[Path]:
     paths = []
     for i in range(count):
         base = Image.fromarray(arrays[i % len(arrays)]).convert("RGB")
-        shift = (i // len(arrays)) % 20
-        crop = base.crop((shift, shift, base.width - shift, base.height - shift))
+        shift = (i // len(arrays)) % 20  # every (source, shift, shift2) triple is a different crop
+        shift2 = i // (len(arrays) * 20)
+        crop = base.crop((shift, shift2, base.width - shift2, base.height - shift))
         photo = crop.resize(SIZES[i % len(SIZES)], Image.Resampling.BICUBIC)
         path = folder / f"photo_{i:05d}.jpg"
         if not path.exists():

@@ -3,6 +3,7 @@ structured output modes, validation re-asks, transient retries, fatal errors, us
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -264,3 +265,13 @@ def test_a_local_vision_language_model_fills_the_schema_with_constrained_decodin
         assert record["status"] in ("ok", "needs_review") and record["llm"]["attempts"] == 1
         assert record["llm"]["model"] == str(model) and record["llm"]["completion_tokens"] > 0
         assert {p["source"] for p in record["provenance"].values()} == {"llm"}
+
+
+def test_rpm_spaces_out_the_requests(server, photos, tmp_path):
+    server.default_reply = json_reply(CAR)
+    ex = extractor(tmp_path, rpm=120, concurrency=8)  # at most one request every 0.5 s
+    ex.run(photos / "coffee.jpg", photos / "chelsea.png", photos / "astronaut.png")
+    arrivals = sorted(request.received_at for request in server.requests)
+    assert len(arrivals) == 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert all(gap >= 0.45 for gap in gaps), gaps

@@ -98,6 +98,8 @@ class Extractor:
             )
         if concurrency < 1:
             raise UsageError("--concurrency must be 1 or more")
+        if rpm is not None and rpm <= 0:
+            raise UsageError("--rpm must be more than 0")
         if max_reasks < 0:
             raise UsageError("--max-reasks must be 0 or more")
         if image_detail not in ("low", "high", "auto"):
@@ -182,6 +184,7 @@ class Extractor:
         if self.llm is None or not isinstance(self.llm, str):
             return self.llm
         if self.llm == "openai":
+            from visextract.agents.llm.gate import RateLimiter
             from visextract.agents.llm.openai_chat import OpenAIVisionLlm
 
             return OpenAIVisionLlm(
@@ -192,6 +195,7 @@ class Extractor:
                 max_attempts=self.settings.llm_max_attempts,
                 initial_wait=self.settings.llm_retry_initial_wait,
                 max_wait=self.settings.llm_retry_max_wait,
+                rate_limiter=RateLimiter(self.rpm) if self.rpm else None,
             )
         if not self.llm_model:
             raise UsageError("--llm local needs --llm-model HF_ID_OR_PATH (e.g. HuggingFaceTB/SmolVLM-256M-Instruct)")
@@ -246,7 +250,7 @@ class Extractor:
             stop=stop or threading.Event(),
             llm=LlmSettings(
                 backend=llm,
-                gate=LlmGate(self.concurrency, self.rpm, self.budget_usd),
+                gate=LlmGate(self.concurrency, self.budget_usd),
                 max_reasks=self.max_reasks,
                 image_detail=self.image_detail,
                 image_max_side=self.settings.llm_image_max_side,

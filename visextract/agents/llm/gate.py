@@ -1,5 +1,5 @@
-"""Admission to the LLM: at most `concurrency` calls at once, at most `rpm` starts a minute, and no
-new calls once `budget_usd` is spent."""
+"""Admission to the LLM: at most `concurrency` calls at once and no new calls once `budget_usd` is
+spent (`LlmGate`); at most `rpm` requests a minute, retries included (`RateLimiter`)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ class BudgetSpentError(Exception):
 
 
 class LlmGate:
-    def __init__(self, concurrency: int, rpm: float | None = None, budget_usd: float | None = None) -> None:
+    def __init__(self, concurrency: int, budget_usd: float | None = None) -> None:
         self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._interval = 60.0 / rpm if rpm else 0.0
-        self._next_start = 0.0
-        self._rate_lock = asyncio.Lock()
         self.budget_usd = budget_usd
         self.spent_usd = 0.0
         self.unpriced_calls = 0
@@ -35,7 +32,7 @@ class LlmGate:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Wait for a call slot (and the rate limit); raises BudgetSpentError once the budget is spent."""
+        """Wait for a call slot; raises BudgetSpentError once the budget is spent."""
         if self.fatal is not None:
             raise self.fatal
         if not self.budget_left:
@@ -47,21 +44,30 @@ class LlmGate:
             if not self.budget_left:  # spent while this call was waiting
                 self.skipped_for_budget += 1
                 raise BudgetSpentError
-            await self._respect_rate()
             yield
-
-    async def _respect_rate(self) -> None:
-        if not self._interval:
-            return
-        async with self._rate_lock:
-            now = time.monotonic()
-            wait = self._next_start - now
-            self._next_start = max(now, self._next_start) + self._interval
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     def add_cost(self, cost_usd: float | None) -> None:
         if cost_usd is None:
             self.unpriced_calls += 1
         else:
             self.spent_usd += cost_usd
+
+
+class RateLimiter:
+    """Spaces requests evenly so that at most `rpm` start in any minute. Called before every HTTP
+    attempt, so transient retries count too, as they do on the server's side."""
+
+    def __init__(self, rpm: float) -> None:
+        self.interval = 60.0 / rpm
+        self._next_start = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    async def wait(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            self._next_start = max(now, self._next_start) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)

@@ -22,6 +22,7 @@ from visextract.agents.llm.base import (
     LlmUnavailableError,
     StructuredRequest,
 )
+from visextract.agents.llm.gate import RateLimiter
 from visextract.agents.llm.retry import describe_error, is_transient, with_transient_retries
 
 log = logging.getLogger("visextract")
@@ -56,6 +57,7 @@ class OpenAIVisionLlm:
         max_attempts: int = 5,
         initial_wait: float = 1.0,
         max_wait: float = 60.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         import openai
         from langchain_openai import ChatOpenAI
@@ -75,6 +77,7 @@ class OpenAIVisionLlm:
         self.max_attempts = max_attempts
         self.initial_wait = initial_wait
         self.max_wait = max_wait
+        self.rate_limiter = rate_limiter
         self._mode_index = 0
         self._mode_confirmed = False
         self._probe_lock = asyncio.Lock()
@@ -138,6 +141,8 @@ class OpenAIVisionLlm:
             return reply
 
     async def _call(self, mode: str, request: StructuredRequest) -> LlmReply:
+        if self.rate_limiter is not None:
+            await self.rate_limiter.wait()
         started = time.perf_counter()
         messages = _messages(request, mode)
         if mode == "json_schema":

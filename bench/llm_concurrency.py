@@ -30,8 +30,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--levels", default="1,4,8,16")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vx-llm-") as tmp, OpenAITestServer(fixed_latency=args.latency) as server:
         os.environ["OPENAI_BASE_URL"] = server.base_url

@@ -260,7 +260,7 @@ class Extractor:
             else None,
         )
         # keep the tools busy while LLM calls are in flight: more images than LLM slots
-        in_flight = max(self.settings.images_in_flight, 2 * self.concurrency if llm else 0)
+        in_flight = max(self.settings.images_in_flight, 3 * self.concurrency if llm else 0)
         failures: list[tuple[str, str]] = []
 
         def on_outcome(outcome: Any) -> None:

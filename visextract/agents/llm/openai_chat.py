@@ -94,12 +94,13 @@ class OpenAIVisionLlm:
         return MODES[self._mode_index]
 
     async def complete(self, request: StructuredRequest) -> LlmReply:
-        if self._mode_confirmed:
-            return await self._complete(request)
-        async with self._probe_lock:  # until one mode has worked, find it with one request at a time
-            reply = await self._complete(request)
-            self._mode_confirmed = True
-            return reply
+        if not self._mode_confirmed:
+            async with self._probe_lock:  # until one mode has worked, find it with one request at a time
+                if not self._mode_confirmed:
+                    reply = await self._complete(request)
+                    self._mode_confirmed = True
+                    return reply
+        return await self._complete(request)
 
     async def _complete(self, request: StructuredRequest) -> LlmReply:
         calls: list[CallLog] = []

@@ -82,7 +82,6 @@ def search_records(store: Store, query: str, k: int = 10, schema_name: str | Non
 
     if not query.strip():
         return []
-    index_missing_records(store)
     matrix = _matrix(store, schema_name)
     if not matrix.rows:
         return []
@@ -108,18 +107,25 @@ def search_records(store: Store, query: str, k: int = 10, schema_name: str | Non
     return hits
 
 
+def _change_key(store: Store) -> tuple[Any, ...]:
+    """Changes whenever a record or an embedding is added (both ids only grow): two index lookups."""
+    with store.read() as session:
+        return (
+            session.exec(select(func.max(RecordRow.id))).one(),
+            session.exec(select(func.max(RecordEmbeddingRow.record_id))).one(),
+        )
+
+
 def _matrix(store: Store, schema_name: str | None) -> _Matrix:
     """The current records' vectors, from cache unless records were added or replaced since."""
-    with store.read() as session:
-        statement = select(func.max(RecordRow.id), func.count()).where(col(RecordRow.is_current))
-        if schema_name:
-            statement = statement.where(RecordRow.schema_name == schema_name)
-        key = tuple(session.exec(statement).one())
+    key = _change_key(store)
     cache_key = (store.url, schema_name)
     with _cache_lock:
         cached = _cache.get(cache_key)
         if cached is not None and cached.key == key:
             return cached
+    if index_missing_records(store):  # records made by an older visextract: embed them once
+        key = _change_key(store)
     statement = (
         select(
             RecordEmbeddingRow.record_id,

@@ -22,8 +22,7 @@ def search_segments(data: dict[str, Any] | None, evidence: ToolEvidence) -> list
     segments = [caption.text for caption in evidence.captions]
     for i, classification in enumerate(evidence.classifications):
         if i == 0 or classification.score >= LABEL_MIN_SCORE:
-            description = label_description(classification.label)
-            segments.append(f"{classification.label}: {description}" if description else classification.label)
+            segments.append(labelled(classification.label))
     objects = [d.label for d in evidence.detections]
     if objects:
         segments.append("objects: " + ", ".join(dict.fromkeys(objects)))
@@ -83,3 +82,14 @@ def _descriptions() -> dict[str, str]:
 
 def label_description(label: str) -> str:
     return _descriptions().get(label.lower(), "")
+
+
+def labelled(label: str) -> str:
+    """A label with what it means: its description, else the everyday categories it belongs to."""
+    from visextract.schemas.cross_checks import categories_of
+
+    description = label_description(label)
+    if description:
+        return f"{label}: {description}"
+    categories = sorted(categories_of(label) - {label.lower()})
+    return f"{label}: a kind of {' or '.join(categories)}" if categories else label

@@ -15,7 +15,7 @@ from visextract.local_models.device import available_cores
 from visextract.schemas.results import OcrLine, ToolResult
 from visextract.tools.base import Tool
 
-MIN_SCORE = 0.5
+MIN_SCORE = 0.7  # PP-OCR scores real text 0.8+; below 0.7 it is mostly texture read as letters
 MIN_SIDE = 8
 MAX_ASPECT = 60
 

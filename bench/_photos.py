@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 SIZES = [(640, 427), (1024, 683), (1600, 1067), (800, 800)]
 
 
-def sample_arrays() -> list:
+def sample_arrays() -> list[np.ndarray]:
     import skimage.data
     from sklearn.datasets import load_sample_images
 
     arrays = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
     arrays += list(load_sample_images().images)
     page = skimage.data.page()
-    arrays.append(__import__("numpy").stack([page] * 3, axis=-1))
+    arrays.append(np.stack([page] * 3, axis=-1))
     return arrays
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 import visextract as vx
 from visextract.store import Store
@@ -115,12 +116,12 @@ def test_a_second_run_skips_everything_and_does_no_model_work(extracted, cli):
     db, folder, records = extracted
     store = Store(db)
     with store.read() as session:
-        tool_rows_before = len(session.exec(__import__("sqlmodel").select(ToolResultRow)).all())
+        tool_rows_before = len(session.exec(select(ToolResultRow)).all())
     result = cli("run", folder, "--db", db)
     assert result.exit_code == 0
     assert "0 processed" in result.stdout and "6 skipped" in result.stdout
     with store.read() as session:
-        assert len(session.exec(__import__("sqlmodel").select(ToolResultRow)).all()) == tool_rows_before
+        assert len(session.exec(select(ToolResultRow)).all()) == tool_rows_before
     again = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
     assert again == records
 
@@ -171,10 +172,10 @@ def test_adding_a_tool_reuses_the_stored_results_of_the_others(photos, tmp_path)
     db = f"sqlite:///{tmp_path / 'reuse.db'}"
     vx.Extractor(db=db, tools=["classifier"]).run(photos / "coffee.jpg")
     store = Store(db)
-    first = {(r.tool, r.id) for r in store.read().exec(__import__("sqlmodel").select(ToolResultRow))}
+    first = {(r.tool, r.id) for r in store.read().exec(select(ToolResultRow))}
     summary = vx.Extractor(db=db, tools=["classifier", "colors"]).run(photos / "coffee.jpg")
     assert summary.processed == 1  # the tool set changed, so the record is redone...
-    after = {(r.tool, r.id) for r in store.read().exec(__import__("sqlmodel").select(ToolResultRow))}
+    after = {(r.tool, r.id) for r in store.read().exec(select(ToolResultRow))}
     assert first < after and {tool for tool, _ in after - first} == {"colors"}  # ...but classifier did not rerun
 
 

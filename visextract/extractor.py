@@ -276,7 +276,6 @@ class Extractor:
                 files,
                 images_in_flight=in_flight,
                 on_image=on_outcome,
-                stop=stop,
             )
         finally:
             for batcher in [*batchers.values(), *([embedder] if embedder else [])]:

@@ -47,15 +47,15 @@ async def run_images(
     *,
     images_in_flight: int,
     on_image: Callable[[ImageOutcome], None] | None = None,
-    stop: threading.Event | None = None,
 ) -> RunOutcome:
     """Run every file through `graph`, at most `images_in_flight` at once.
 
-    Setting `stop` (Ctrl-C does, when running in the main thread) stops taking new files; the images
-    already in flight finish and are stored. An error that would fail every image (the LLM server
-    rejecting the API key, say) stops the run the same way and is returned as `fatal`.
+    Setting `context.stop` (Ctrl-C does, when running in the main thread) stops taking new files;
+    images already at the tools finish and are stored, the others are left for the next run. An error
+    that would fail every image (the LLM server rejecting the API key, say) stops the run the same way
+    and is returned as `fatal`.
     """
-    stop = stop or context.stop
+    stop = context.stop
     outcome = RunOutcome()
     pending: set[asyncio.Task[ImageOutcome]] = set()
     restore = _stop_on_sigint(stop)

@@ -352,8 +352,8 @@ def show(
         raise UsageError(f"no record for {path_or_sha!r} in {store.safe_url}")
     subjects = {row.id: row.subject for row in rows}
     for record in export_dicts(store, with_ids=True, record_ids=list(subjects)):
-        record.pop("is_current")
-        subject = subjects[record["record_id"]]
+        subject = subjects[record.pop("record_id")]
+        record.pop("is_current"), record.pop("created_at")  # the export shape, plus every path:
         record["paths"] = [record["path"]] if subject.startswith("path:") else store.paths_of(subject)
         out.print_json(json.dumps(record, default=str, ensure_ascii=False))
 

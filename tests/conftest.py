@@ -98,3 +98,15 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url, drop = new_postgres_database(request.getfixturevalue("postgres_server"))
     request.addfinalizer(drop)
     return url
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    """A scriptable OpenAI-compatible server on 127.0.0.1 (800 prompt tokens per call), used via
+    OPENAI_BASE_URL / OPENAI_API_KEY exactly as a real server would be."""
+    from openai_test_server import OpenAITestServer
+
+    with OpenAITestServer(prompt_tokens=800) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        yield server

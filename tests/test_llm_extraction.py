@@ -19,14 +19,6 @@ from visextract.store.tables import LlmCallRow
 CAR = {"type": "car", "license": "KA 01 AB 1234", "make": "Toyota", "model": "Corolla", "color": "brown"}
 
 
-@pytest.fixture
-def server(monkeypatch):
-    with OpenAITestServer(prompt_tokens=800) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        yield server
-
-
 def fast_settings(db: str, **overrides) -> Settings:
     """Short timeouts and back-offs so retry tests take a second, not a minute."""
     return Settings(db=db, llm_timeout=1.5, llm_retry_initial_wait=0.05, llm_retry_max_wait=2, **overrides)

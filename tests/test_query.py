@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from openai_test_server import OpenAITestServer
 from PIL import Image, ImageDraw, ImageFont
 
 import visextract as vx
@@ -118,14 +117,6 @@ def test_sql_refuses_every_kind_of_write_and_changes_nothing(library, cli, state
 
 
 # ---- the agent ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(monkeypatch):
-    with OpenAITestServer() as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        yield server
 
 
 def test_ask_uses_the_tools_and_cites_the_images(library, server):

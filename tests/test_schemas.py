@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from openai_test_server import OpenAITestServer, json_reply
+from openai_test_server import json_reply
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
@@ -17,14 +17,6 @@ import visextract as vx
 from visextract.config import Settings
 from visextract.store import Store
 from visextract.store.tables import ToolResultRow
-
-
-@pytest.fixture
-def server(monkeypatch):
-    with OpenAITestServer(prompt_tokens=500) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        yield server
 
 
 def settings(tmp_path: Path, name: str = "schemas.db") -> Settings:

@@ -267,3 +267,12 @@ def test_rpm_spaces_out_the_requests(server, photos, tmp_path):
     assert len(arrivals) == 3
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert all(gap >= 0.45 for gap in gaps), gaps
+
+
+def test_llm_openai_without_a_key_or_server_is_a_usage_error(photos, tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = cli("run", photos, "--db", f"sqlite:///{tmp_path / 'x.db'}", "--schema", "vehicle", "--llm", "openai")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "OPENAI_API_KEY" in line and "OPENAI_BASE_URL" in line

@@ -184,6 +184,10 @@ class Extractor:
         if self.llm is None or not isinstance(self.llm, str):
             return self.llm
         if self.llm == "openai":
+            if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")):
+                raise UsageError(
+                    "--llm openai needs OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (a local OpenAI-compatible server)"
+                )
             from visextract.agents.llm.gate import RateLimiter
             from visextract.agents.llm.openai_chat import OpenAIVisionLlm
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import inspect
@@ -107,7 +108,7 @@ def load_json_schema_file(spec: str) -> RecordSchema:
     schema = schema_from_model(model, name=name, origin=f"file:{path.absolute()}")
     description = document.get("description")
     if isinstance(description, str) and description:
-        schema = RecordSchema(**{**schema.__dict__, "description": description.splitlines()[0]})
+        schema = dataclasses.replace(schema, description=description.splitlines()[0])
     return schema
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -25,6 +25,11 @@ class FilledFields:
     def set(self, name: str, value: Any, provenance: FieldProvenance) -> None:
         self.values[name] = value
         self.provenance[name] = provenance
+
+    def leave_empty(self, names: Iterable[str], note: str) -> None:
+        """Fields no tool can fill: null, with no source and the reason."""
+        for name in names:
+            self.set(name, None, FieldProvenance(source=None, note=note))
 
 
 ToolFiller = Callable[[ToolEvidence], FilledFields]

@@ -29,8 +29,7 @@ class Document(BaseModel):
 def fill_document(evidence: ToolEvidence) -> FilledFields:
     """Offline: the full text from OCR; the rest needs an LLM."""
     filled = FilledFields()
-    for name in Document.model_fields:
-        filled.set(name, None, FieldProvenance(source=None, note="needs an LLM"))
+    filled.leave_empty(Document.model_fields, "needs an LLM")
     if evidence.ran("ocr"):
         text = "\n".join(line.text for line in evidence.ocr_lines) or None
         filled.set("full_text", text, FieldProvenance(source="tool:ocr", evidence=evidence.refs("ocr")))

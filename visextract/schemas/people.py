@@ -27,10 +27,9 @@ def horizontal_position(center_x: float, width: float) -> str:
 def fill_people(evidence: ToolEvidence) -> FilledFields:
     """Offline: count and positions from the face boxes; activities need an LLM."""
     filled = FilledFields()
-    filled.set("activities", None, FieldProvenance(source=None, note="needs an LLM"))
+    filled.leave_empty(("activities",), "needs an LLM")
     if not evidence.ran("faces"):
-        for name in ("count", "positions"):
-            filled.set(name, None, FieldProvenance(source=None, note="the faces tool was not run"))
+        filled.leave_empty(("count", "positions"), "the faces tool was not run")
         return filled
     faces = evidence.faces
     source = FieldProvenance(source="tool:faces", evidence=evidence.refs("faces"))

@@ -6,7 +6,6 @@ from pydantic import BaseModel, Field
 
 from visextract.schemas.base import FilledFields, RecordSchema
 from visextract.schemas.evidence import ToolEvidence
-from visextract.schemas.record import FieldProvenance
 from visextract.schemas.scene import fill_scene
 
 
@@ -24,8 +23,7 @@ def fill_product(evidence: ToolEvidence) -> FilledFields:
     """Offline: category from the top classifier label, colours, and the package text from OCR."""
     scene = fill_scene(evidence)
     filled = FilledFields()
-    for name in ("name", "brand"):
-        filled.set(name, None, FieldProvenance(source=None, note="needs an LLM"))
+    filled.leave_empty(("name", "brand"), "needs an LLM")
     labels, labels_source = scene.values["labels"], scene.provenance["labels"]
     category_source = labels_source.model_copy(update={"evidence": labels_source.evidence[:1]})
     filled.set("category", labels[0] if labels else None, category_source)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,10 +191,3 @@ def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
             chunk = []
     if chunk:
         yield chunk
-
-
-def export_text(store: Store, fmt: str = "jsonl") -> str:
-    """The export as a string (handy in notebooks and tests)."""
-    buffer = io.StringIO()
-    write_export(store, fmt, stdout=buffer)
-    return buffer.getvalue()

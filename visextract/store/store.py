@@ -366,10 +366,6 @@ class Store:
                 )
             )
 
-    def image(self, image_id: int) -> ImageRow | None:
-        with self.read() as session:
-            return session.get(ImageRow, image_id)
-
     def paths_of(self, sha256: str) -> list[str]:
         """Every path the content with this hash was found at."""
         with self.read() as session:
@@ -378,19 +374,6 @@ class Store:
                     select(ImagePathRow.path).where(ImagePathRow.sha256 == sha256).order_by(col(ImagePathRow.path))
                 )
             )
-
-    def tool_results_for(self, record: RecordRow) -> dict[str, list[dict[str, Any]]]:
-        """The tool results a record was made from, in the record's tool order."""
-        if record.image_id is None or not record.tools:
-            return {}
-        with self.read() as session:
-            rows = session.exec(
-                select(ToolResultRow.tool, ToolResultRow.cache_key, ToolResultRow.results).where(
-                    ToolResultRow.image_id == record.image_id, col(ToolResultRow.tool).in_(list(record.tools))
-                )
-            ).all()
-        found = {tool: results for tool, key, results in rows if record.tools.get(tool) == key}
-        return {tool: found[tool] for tool in record.tools if tool in found}
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         """{schema name: {status: count}} over current records."""

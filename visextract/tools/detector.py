@@ -11,21 +11,17 @@ from PIL import Image
 
 from visextract.schemas.results import Detection, ToolResult
 from visextract.tools.base import clip_box
-from visextract.tools.hf_base import HfTool, forward_in_shape_groups, to_model
+from visextract.tools.hf_base import HfBoxTool, float_outputs, forward_in_shape_groups, to_model
 
 DEFAULT_THRESHOLD = 0.5
 
 
-class HfDetector(HfTool):
+class HfDetector(HfBoxTool):
     name = "detector"
     default_model = "microsoft/conditional-detr-resnet-50"
     auto_class = "AutoModelForObjectDetection"
     processor_class = "AutoImageProcessor"
-
-    @property
-    def threshold(self) -> float:
-        threshold = self.options.detector_threshold
-        return DEFAULT_THRESHOLD if threshold is None else threshold
+    default_threshold = DEFAULT_THRESHOLD
 
     def settings_key(self) -> str:
         return f"threshold={self.threshold}"
@@ -39,7 +35,7 @@ class HfDetector(HfTool):
         def forward(batch: dict[str, Any], indices: list[int]) -> list[list[ToolResult]]:
             with torch.inference_mode():
                 outputs = model(**to_model(batch, model))
-            outputs = _as_float(outputs)
+            outputs = float_outputs(outputs)
             sizes = [(images[i].height, images[i].width) for i in indices]
             found = processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=sizes)
             return [
@@ -60,12 +56,3 @@ def _detections(item: dict[str, Any], id2label: dict[int, str], width: int, heig
         for score, label, box in zip(item["scores"], item["labels"], item["boxes"], strict=True)
     ]
     return sorted(detections, key=lambda d: -d.score)
-
-
-def _as_float(outputs: Any) -> Any:
-    """Post-processing expects fp32 logits/boxes even when the model ran in half precision."""
-    for key in ("logits", "pred_boxes"):
-        value = getattr(outputs, key, None)
-        if value is not None and value.is_floating_point():
-            setattr(outputs, key, value.float())
-    return outputs

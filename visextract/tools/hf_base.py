@@ -40,6 +40,26 @@ class HfTool(Tool):
         self.processor()
 
 
+class HfBoxTool(HfTool):
+    """A tool whose model returns boxes with scores, cut off at `--detector-threshold`."""
+
+    default_threshold: ClassVar[float]
+
+    @property
+    def threshold(self) -> float:
+        threshold = self.options.detector_threshold
+        return self.default_threshold if threshold is None else threshold
+
+
+def float_outputs(outputs: Any) -> Any:
+    """Post-processing expects fp32 logits/boxes even when the model ran in half precision."""
+    for key in ("logits", "pred_boxes"):
+        value = getattr(outputs, key, None)
+        if value is not None and value.is_floating_point():
+            setattr(outputs, key, value.float())
+    return outputs
+
+
 def forward_in_shape_groups(
     images: Sequence[Image.Image],
     encode: Callable[[Image.Image], dict[str, Any]],

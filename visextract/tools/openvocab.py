@@ -11,23 +11,19 @@ from PIL import Image
 
 from visextract.schemas.results import Detection, ToolResult
 from visextract.tools.base import clip_box
-from visextract.tools.hf_base import HfTool, forward_in_shape_groups, to_model
+from visextract.tools.hf_base import HfBoxTool, float_outputs, forward_in_shape_groups, to_model
 
 DEFAULT_THRESHOLD = 0.1  # OWL-ViT scores run low; 0.1 is its authors' demo cut-off
 
 
-class OwlOpenVocab(HfTool):
+class OwlOpenVocab(HfBoxTool):
     name = "openvocab"
     default_model = "google/owlvit-base-patch32"
     auto_class = "AutoModelForZeroShotObjectDetection"
+    default_threshold = DEFAULT_THRESHOLD
 
     def usage_problem(self) -> str | None:
         return None if self.options.labels else 'tool openvocab needs text queries: pass --labels "a red car,a bicycle"'
-
-    @property
-    def threshold(self) -> float:
-        threshold = self.options.detector_threshold
-        return DEFAULT_THRESHOLD if threshold is None else threshold
 
     def settings_key(self) -> str:
         return f"labels={','.join(self.options.labels)};threshold={self.threshold}"
@@ -43,9 +39,7 @@ class OwlOpenVocab(HfTool):
 
         def forward(batch: dict[str, Any], indices: list[int]) -> list[list[ToolResult]]:
             with torch.inference_mode():
-                outputs = model(**to_model(batch, model))
-            for key in ("logits", "pred_boxes"):
-                setattr(outputs, key, getattr(outputs, key).float())
+                outputs = float_outputs(model(**to_model(batch, model)))
             found = processor.post_process_grounded_object_detection(
                 outputs,
                 threshold=self.threshold,

@@ -528,6 +528,39 @@ def chat(
 
 @app.command()
 @friendly_errors
+def serve(
+    db: DbOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs a token (one is generated).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Require this token (Authorization: Bearer T, or open /?token=T once).")
+    ] = None,
+) -> None:
+    """The review workbench in a browser: gallery, each record on its image, the review queue, the chat.
+
+    Examples:
+
+      visextract serve                               # http://127.0.0.1:8765/
+
+      visextract serve --db sqlite:///photos.db --port 9000
+
+      visextract serve --host 0.0.0.0                # other machines too: prints a URL with a token
+    """
+    from visextract.query import open_store
+    from visextract.web.app import WebConfig, check_port_free
+    from visextract.web.app import serve as run_server
+
+    config = WebConfig(db=_settings(db).db, host=host, port=port, token=token).with_token()
+    store = open_store(config.db)  # no database at that URL: one line now, not an error page later
+    check_port_free(config.host, config.port)
+    out.print(f"serving {store.safe_url} at {config.url}  (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    run_server(config)
+
+
+@app.command()
+@friendly_errors
 def schemas() -> None:
     """List the built-in record schemas and their fields."""
     from visextract.schemas.registry import BUILT_IN_SCHEMAS

@@ -1,0 +1,63 @@
+"""Images by content hash: `/image/{sha256}` (the original bytes) and `/thumb/{sha256}` (a cached JPEG).
+
+Only images in the database are served, found by their sha256; no URL ever takes a filesystem path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import FileResponse
+
+from visextract.store.browse import image_source, is_image
+from visextract.web.app import WebContext, web_context
+from visextract.web.params import image_sha
+
+THUMB_SIDE = 320
+
+router = APIRouter()
+
+
+@router.get("/image/{sha256}")
+def original(sha: str = Depends(image_sha), ctx: WebContext = Depends(web_context)) -> FileResponse:
+    source = image_source(ctx.store, sha)
+    if source is None:
+        raise HTTPException(404, "the image file is missing (no path holds this content any more)")
+    return FileResponse(source, headers={"ETag": f'"{sha}"', "Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/thumb/{sha256}", response_model=None)
+def thumbnail(
+    request: Request, sha: str = Depends(image_sha), ctx: WebContext = Depends(web_context)
+) -> Response | FileResponse:
+    if not is_image(ctx.store, sha):
+        raise HTTPException(404, "no such image")
+    etag = f'"{sha}-{THUMB_SIDE}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    cached = ctx.thumbs_dir / sha[:2] / f"{sha}-{THUMB_SIDE}.jpg"
+    if not cached.is_file():
+        make_thumbnail(ctx, sha, cached)
+    return FileResponse(cached, media_type="image/jpeg", headers=headers)
+
+
+def make_thumbnail(ctx: WebContext, sha: str, target: Path) -> None:
+    """Decode the original once and keep the preview (written atomically: readers never see half a file)."""
+    from visextract.images import ImageLoadError
+    from visextract.thumbnails import thumbnail_jpeg
+
+    source = image_source(ctx.store, sha)
+    if source is None:
+        raise HTTPException(404, "the image file is missing (no path holds this content any more)")
+    try:
+        jpeg = thumbnail_jpeg(source, THUMB_SIDE)
+    except ImageLoadError as exc:
+        raise HTTPException(404, f"cannot make a preview: {exc}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(jpeg)
+    os.replace(handle.name, target)

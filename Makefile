@@ -22,6 +22,7 @@ demo: install
 	@$(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1
 
 test: install
+	.ci/ensure-chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: install

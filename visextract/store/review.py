@@ -23,11 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from visextract.errors import VisextractError
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from visextract.errors import UsageError, VisextractError
+from visextract.store.tables import RecordEmbeddingRow, RecordRow
 
 if TYPE_CHECKING:
-    from visextract.store.store import RecordDraft
-    from visextract.store.tables import RecordRow
+    from visextract.schemas.base import RecordSchema
+    from visextract.store.store import RecordDraft, Store
 
 HUMAN = "human"
 
@@ -41,6 +45,10 @@ class FieldError:
 
     def to_json(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
+
+
+class RecordNotFoundError(UsageError):
+    """No current record for that path or sha256 (and schema)."""
 
 
 class ReviewRefusedError(VisextractError):
@@ -61,6 +69,98 @@ class ReviewConflictError(VisextractError):
             f"the record changed since version {expected} (it is now version {current.version}): "
             "look at it again, then review the current version"
         )
+
+
+def review_in_session(
+    store: Store,
+    session: Session,
+    path_or_sha: str,
+    data: dict[str, Any] | None,
+    accept: bool,
+    by: str | None,
+    schema: str | None,
+    version: int | None,
+    model_schema: RecordSchema | None,
+) -> tuple[RecordRow, int]:
+    """Write a review inside `session`'s write transaction (see `Store.review`); the caller commits.
+    Returns the new version and the id of the record it replaced."""
+    if data is None and not accept:
+        raise UsageError("nothing to review: give the edited values (data), or accept=True to accept it as it is")
+    current = _locked_current(store, session, path_or_sha, schema)
+    if version is not None and current.version != version:
+        raise ReviewConflictError(current, version)
+    if model_schema is None or (model_schema.name, model_schema.version) != (current.schema_name, current.schema_version):
+        model_schema = store.schema_model(current.schema_name, current.schema_version)
+    same = (col(RecordRow.subject) == current.subject, col(RecordRow.schema_name) == current.schema_name)
+    last = session.exec(select(func.max(RecordRow.version)).where(*same)).one() or current.version
+    new = reviewed_record(current, model_schema.model, data, by=by or default_reviewer(), version=last + 1)
+    session.execute(update(RecordRow).where(col(RecordRow.id) == current.id).values(is_current=False))
+    session.add(new)
+    session.flush()
+    assert current.id is not None
+    return new, current.id
+
+
+def _locked_current(store: Store, session: Session, path_or_sha: str, schema: str | None) -> RecordRow:
+    """The current record to review, locked against concurrent reviews (PostgreSQL `FOR UPDATE`; SQLite's
+    write transaction already holds the database's write lock)."""
+    found = store.find_records(path_or_sha)
+    if schema is not None:
+        found = [row for row in found if row.schema_name == schema]
+    if not found:
+        where = f" with schema {schema!r}" if schema else ""
+        raise RecordNotFoundError(f"no record for {path_or_sha!r}{where} in {store.safe_url}")
+    if len({(row.subject, row.schema_name) for row in found}) > 1:
+        names = ", ".join(sorted({row.schema_name for row in found}))
+        raise UsageError(f"{path_or_sha!r} has records of several schemas ({names}): name the schema to review")
+    subject, schema_name = found[0].subject, found[0].schema_name
+    for _ in range(3):
+        row = session.exec(
+            select(RecordRow)
+            .where(RecordRow.subject == subject, RecordRow.schema_name == schema_name, col(RecordRow.is_current))
+            .with_for_update()
+        ).first()
+        if row is not None:
+            return row  # (a concurrent review that got the lock first made a newer current record: retry)
+    raise RecordNotFoundError(f"no current record for {path_or_sha!r} in {store.safe_url}")
+
+
+def reindex_reviewed(store: Store, previous_id: int, record: RecordRow) -> None:
+    """Give a reviewed version the search text its values make: the previous embedding when the text is the
+    same (an accept), else a new one. Nothing when the previous version had none (search indexes it later)."""
+    from visextract.schemas.evidence import ToolEvidence
+    from visextract.schemas.search_text import search_segments
+    from visextract.store.export import export_dicts
+    from visextract.tools.registry import TOOL_SPECS
+
+    with store.read() as session:
+        previous = session.get(RecordEmbeddingRow, previous_id)
+    if previous is None or record.id is None:
+        return
+    (item,) = export_dicts(store, record_ids=[record.id])
+    tools = {
+        name: [TOOL_SPECS[name].result_type.model_validate(result) for result in results]
+        for name, results in item["tools"].items()
+        if name in TOOL_SPECS
+    }
+    segments = search_segments(item["data"], ToolEvidence(tools))
+    if segments == previous.segments:
+        store.save_embedding(record.id, previous.model, previous.segments, previous.vector)
+        return
+    from visextract.local_models.embedder import EMBEDDING_MODEL, embed_texts
+
+    (vector,) = embed_texts(["\n".join(segments)])
+    store.save_embedding(record.id, EMBEDDING_MODEL, segments, vector.tobytes())
+
+
+def default_reviewer() -> str:
+    """Who reviews when no name is given: the user running visextract."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def reviewed_record(

@@ -87,6 +87,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = open_engine(url)
+        self._schemas: dict[tuple[str, str], RecordSchema] = {}  # (name, version) -> schema, see schema_model
         self._writer = self.engine.execution_options(write=True)
         try:
             migrate(self.engine)
@@ -137,6 +138,7 @@ class Store:
 
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
         """Remember this schema version and (re)create its typed view (runs starting at once queue up)."""
+        self._schemas[(schema.name, schema.version)] = schema
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
         self._insert_ignore(
@@ -268,6 +270,51 @@ class Store:
             session.commit()
             assert record.id is not None
             return record.id
+
+    def review(
+        self,
+        path_or_sha: str,
+        data: dict[str, Any] | None = None,
+        *,
+        accept: bool = False,
+        by: str | None = None,
+        schema: str | None = None,
+        version: int | None = None,
+        model_schema: RecordSchema | None = None,
+    ) -> RecordRow:
+        """A person's review of an image's current record, written as its new version in one transaction.
+
+        `data` holds edited values (the rest are accepted as they are); `accept=True` without `data` accepts
+        the record as it is. `version` is the version the reviewer saw: a later one raises
+        ReviewConflictError. Values that do not validate raise ReviewRefusedError. See `store.review`.
+        """
+        from visextract.store.review import reindex_reviewed, review_in_session
+
+        for attempt in range(3):
+            try:
+                with self.write() as session:
+                    row, previous_id = review_in_session(
+                        self, session, path_or_sha, data, accept, by, schema, version, model_schema
+                    )
+                    session.commit()
+                break
+            except IntegrityError:  # a concurrent writer made a new version first: review on top of it
+                if attempt == 2:
+                    raise
+        reindex_reviewed(self, previous_id, row)  # after the commit: the review is durable first
+        return row
+
+    def schema_model(self, name: str, version: str) -> RecordSchema:
+        """The schema a record version was made with: the one a run registered in this process (its real
+        Pydantic model), else rebuilt from the stored JSON Schema."""
+        known = self._schemas.get((name, version))
+        if known is None:
+            with self.read() as session:
+                row = session.get(RecordSchemaRow, (name, version))
+            if row is None:
+                raise StoreError(f"schema {name!r} version {version} is not in {self.safe_url}")
+            known = self._schemas[(name, version)] = stored_schema(row)
+        return known
 
     def save_embedding(self, record_id: int, model: str, segments: list[str], vector: bytes) -> None:
         """Store a record's search text and its embedding (replacing any earlier one)."""

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,7 +85,10 @@ def create_app(config: WebConfig, store: Store | None = None) -> FastAPI:
     if not is_loopback(config.host) and not config.token:
         raise ValueError("a token is required to serve off loopback: use WebConfig.with_token()")
     store = store or open_store(config.db)
-    templates = Jinja2Templates(directory=WEB_DIR / "templates", autoescape=True)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True
+    )
+    templates = Jinja2Templates(env=environment)
     thumbs_dir = config.thumbs_dir or default_artifacts_dir(config.db) / "thumbs"
     app = FastAPI(
         title="visextract",

@@ -24,7 +24,7 @@ router = APIRouter()
 
 def render(request: Request, ctx: WebContext, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     """A page with what every page needs: the CSRF token, the review count, the database's name."""
-    values |= {
+    values = {"query": None, "schemas": [], "next_url": None} | values | {
         "csrf_token": request.app.state.security.csrf_token,
         "review_count": browse.count_records(ctx.store, browse.GalleryFilter(status="needs_review")),
         "database": ctx.store.safe_url,

@@ -67,10 +67,6 @@ class Security:
         return bool(cookie) and secrets.compare_digest(cookie.encode(), self.token.encode())
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class SecurityMiddleware:
     """Host, Origin, token and body-size checks in front of every request (pure ASGI, so streams stay streams)."""
 
@@ -88,9 +84,12 @@ class SecurityMiddleware:
             await refusal(scope, receive, send)
             return
         started = False
+        refused = False  # the body grew past the limit: 413 was sent, the app's own answer is dropped
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 extra = MutableHeaders(scope=message)
@@ -104,20 +103,19 @@ class SecurityMiddleware:
         received = 0
 
         async def receive_bounded() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
+                if received > limit and not started:
+                    await _too_large(limit)(scope, receive, send_with_headers)
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, receive_bounded, send_with_headers)
-        except BodyTooLarge:
-            if started:
-                raise
-            await _too_large(limit)(scope, receive, send_with_headers)
+        await self.app(scope, receive_bounded, send_with_headers)
 
     def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
         security = self.security

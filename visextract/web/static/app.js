@@ -49,7 +49,8 @@ window.vx = (() => {
   // A thumbnail that links to its record.
   function thumbLink(sha256, caption) {
     const img = el("img", { className: "thumb", src: `/thumb/${encodeURIComponent(sha256)}`, alt: caption, loading: "lazy" });
-    return el("a", { className: "thumb-link", href: `/record/${encodeURIComponent(sha256)}`, title: caption }, img, el("span", { className: "caption" }, caption));
+    const name = caption.split("/").pop();
+    return el("a", { className: "thumb-link", href: `/record/${encodeURIComponent(sha256)}`, title: caption }, img, el("span", { className: "caption" }, name));
   }
 
   function detail(data) {

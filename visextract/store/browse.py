@@ -11,6 +11,8 @@ Every query is bounded: `LIMIT`, `id < cursor` (never OFFSET), and an index behi
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +22,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from visextract.store.store import Store
+from visextract.store.store import Store, listed
 from visextract.store.tables import ImagePathRow, ImageRow, RecordRow, RecordSchemaRow
 
 MAX_PAGE = 200
@@ -31,14 +33,15 @@ SEARCH_MIN_SCORE = 0.2  # below this cosine similarity a record is not a match (
 
 @dataclass(frozen=True)
 class GalleryFilter:
-    """What the gallery shows: current records, narrowed by schema, status and top label."""
+    """What the gallery shows: the records users see (current, some path holds them), narrowed by schema,
+    status and top label."""
 
     schema: str | None = None
     status: str | None = None
     label: str | None = None
 
     def conditions(self) -> list[Any]:
-        conditions: list[Any] = [col(RecordRow.is_current)]
+        conditions: list[Any] = list(listed())
         if self.schema:
             conditions.append(col(RecordRow.schema_name) == self.schema)
         if self.status:
@@ -180,10 +183,48 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 
 def gallery_facets(store: Store, filters: GalleryFilter = GalleryFilter()) -> Facets:
-    """Counts by schema, status and top label, in one grouped pass over a covering index."""
+    """Counts by schema, status and top label, in one grouped pass over a covering index. On SQLite the
+    counts are kept until the database changes (any commit, by any process), so paging costs nothing."""
+    version = _data_version(store)
+    key = (store.url, filters)
+    with _facets_lock:
+        cached = _facets_cache.get(key)
+    if version is not None and cached is not None and cached[0] == version:
+        return cached[1]
+    facets = _count_facets(store, filters)
+    if version is not None:
+        with _facets_lock:
+            if len(_facets_cache) > 256:
+                _facets_cache.clear()
+            _facets_cache[key] = (version, facets)
+    return facets
+
+
+_facets_cache: dict[tuple[str, GalleryFilter], tuple[int, Facets]] = {}
+_facets_lock = threading.Lock()
+_watchers: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
+
+
+def _data_version(store: Store) -> int | None:
+    """SQLite's `PRAGMA data_version` on a read-only connection of its own: it changes whenever any other
+    connection commits. None for other databases (nothing is cached there)."""
+    database = store.engine.url.database
+    if store.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    with _facets_lock:
+        watcher = _watchers.get(store.url)
+        if watcher is None:
+            uri = f"{Path(database).absolute().as_uri()}?mode=ro"
+            watcher = _watchers[store.url] = (sqlite3.connect(uri, uri=True, check_same_thread=False), threading.Lock())
+    connection, lock = watcher
+    with lock:
+        return int(connection.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _count_facets(store: Store, filters: GalleryFilter) -> Facets:
     statement = (
         select(RecordRow.schema_name, RecordRow.status, RecordRow.label, func.count())
-        .where(col(RecordRow.is_current))
+        .where(*listed())
         .group_by(RecordRow.schema_name, RecordRow.status, RecordRow.label)
     )
     schema_counts: Counter[str] = Counter()
@@ -288,3 +329,14 @@ def schema_json(store: Store, name: str, version: str) -> dict[str, Any] | None:
     with store.read() as session:
         row = session.get(RecordSchemaRow, (name, version))
     return row.json_schema if row is not None else None
+
+
+def refresh_statistics(store: Store) -> None:
+    """Give SQLite's query planner table statistics (a quick, sampled ANALYZE), so lookups by subject or path
+    use their own indexes rather than a filter index that only looks selective. PostgreSQL keeps its own."""
+    if store.dialect != "sqlite":
+        return
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+        connection.exec_driver_sql("ANALYZE")
+        connection.commit()

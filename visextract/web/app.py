@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from visextract.store import Store
+from visextract.store.browse import refresh_statistics
 from visextract.web.security import Security, SecurityMiddleware, is_loopback, require_csrf
 
 WEB_DIR = Path(__file__).parent
@@ -85,6 +86,7 @@ def create_app(config: WebConfig, store: Store | None = None) -> FastAPI:
     if not is_loopback(config.host) and not config.token:
         raise ValueError("a token is required to serve off loopback: use WebConfig.with_token()")
     store = store or open_store(config.db)
+    refresh_statistics(store)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True
     )

@@ -146,8 +146,12 @@ def measure(db_file: Path, photos_sha: list[str], repeats: int, label: str) -> d
         records += [f"/record/{rng.randrange(1, 10_000):064x}?schema=scene" for _ in range(8)]
         pages = {
             "gallery first page": ["/"],
-            "filtered page": ["/?status=needs_review", f"/?label={label}", "/?schema=scene&status=ok",
-                              f"/?cursor={next_cursor}"],  # fmt: skip
+            "filtered page": [
+                "/?status=needs_review",
+                f"/?label={label}",
+                "/?schema=scene&status=ok",
+                f"/?cursor={next_cursor}",
+            ],  # fmt: skip
             "record page": records,
             "cached thumbnail": [f"/thumb/{sha}" for sha in photos_sha],
             "api records page": ["/api/records?limit=48", "/api/records?status=needs_review&limit=48"],

@@ -55,7 +55,9 @@ def serve(db: str, folder: Path) -> tuple[str, object]:
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(WebConfig(db=db, thumbs_dir=folder / "thumbs")), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(WebConfig(db=db, thumbs_dir=folder / "thumbs")), log_level="warning")
+    )
     threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -100,7 +102,9 @@ def main() -> None:
 
             with __import__("openai_test_server").OpenAITestServer(prompt_tokens=812) as llm:
                 os.environ |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "demo"}
-                llm.reply_tool_calls([("run_sql", {"query": "SELECT path, sha256, face_count FROM scene WHERE face_count > 0"})])
+                llm.reply_tool_calls(
+                    [("run_sql", {"query": "SELECT path, sha256, face_count FROM scene WHERE face_count > 0"})]
+                )
                 llm.reply_tool_calls([("search_images", {"query": "a cat", "k": 1})])
                 llm.reply_text("One photo shows a face: astronaut.jpg. The cat is in chelsea-cat.jpg.")
                 page.goto(base + "/chat")

@@ -44,7 +44,9 @@ def csrf_of(client: TestClient, page: str = "/") -> str:
 
 def fingerprint(db: str) -> list[tuple]:
     with sqlite3.connect(db.removeprefix("sqlite:///")) as connection:
-        return connection.execute("SELECT id, version, is_current, status, data, provenance, review FROM record").fetchall()
+        return connection.execute(
+            "SELECT id, version, is_current, status, data, provenance, review FROM record"
+        ).fetchall()
 
 
 def review(client: TestClient, sha: str, body: dict, csrf: str | None = None, **headers: str):
@@ -66,7 +68,9 @@ def test_records_pages_through_every_record_once_newest_first(client, db):
         if cursor is None:
             break
     with sqlite3.connect(db.removeprefix("sqlite:///")) as connection:
-        expected = connection.execute("SELECT path, schema_name FROM record WHERE is_current ORDER BY id DESC").fetchall()
+        expected = connection.execute(
+            "SELECT path, schema_name FROM record WHERE is_current ORDER BY id DESC"
+        ).fetchall()
     assert [(item["path"], item["schema"]) for item in seen] == expected and len(expected) == 9
     assert all(set(item) == EXPORT_KEYS for item in seen)
 
@@ -313,7 +317,9 @@ def test_off_loopback_every_request_needs_the_token(db, tmp_path):
     assert client.get("/?token=wrong").status_code == 401
     login = client.get("/?token=s3cret-token&status=ok", follow_redirects=False)
     assert login.status_code == 303 and login.headers["location"] == "/?status=ok"
-    assert "httponly" in login.headers["set-cookie"].lower() and "samesite=strict" in login.headers["set-cookie"].lower()
+    assert (
+        "httponly" in login.headers["set-cookie"].lower() and "samesite=strict" in login.headers["set-cookie"].lower()
+    )
     assert client.get("/api/records").status_code == 200  # the cookie now rides along
     client.cookies.clear()
     client.cookies.set("visextract_token", "forged")

@@ -167,8 +167,12 @@ def test_the_record_page_draws_one_box_per_face_where_the_face_is(page, base_url
     scale = image["width"] / natural
     x1, y1, x2, y2 = faces[0]["box"]
     stroke = 4  # half the stroke lies outside the box
-    assert abs(drawn["x"] - (image["x"] + x1 * scale)) <= stroke and abs(drawn["y"] - (image["y"] + y1 * scale)) <= stroke
-    assert abs(drawn["width"] - (x2 - x1) * scale) <= 2 * stroke and abs(drawn["height"] - (y2 - y1) * scale) <= 2 * stroke
+    assert (
+        abs(drawn["x"] - (image["x"] + x1 * scale)) <= stroke and abs(drawn["y"] - (image["y"] + y1 * scale)) <= stroke
+    )
+    assert (
+        abs(drawn["width"] - (x2 - x1) * scale) <= 2 * stroke and abs(drawn["height"] - (y2 - y1) * scale) <= 2 * stroke
+    )
     page.hover('tr[data-field="face_count"]')
     assert "hl" in boxes.first.evaluate("(rect) => rect.parentElement.getAttribute('class')")
     page.uncheck('input[data-toggle-tool="faces"]')
@@ -296,7 +300,9 @@ def test_the_form_follows_the_json_schema_and_sends_typed_values(page, server, w
         with page.expect_navigation():
             page.click("button.save")
         (record,) = vx.Extractor(db=db, schema=Listing, llm="openai").records()
-        assert record.data == Listing(kind="hat", on_sale=True, price=12.5, tags=["leather"], parts=[Part(name="strap", count=2)])
+        assert record.data == Listing(
+            kind="hat", on_sale=True, price=12.5, tags=["leather"], parts=[Part(name="strap", count=2)]
+        )
         assert record.review.fields == ["kind", "on_sale", "parts"] and record.provenance["kind"].source == "human"
         assert not page.problems
     finally:
@@ -330,7 +336,7 @@ def test_without_an_llm_the_chat_page_offers_search_and_sql_with_thumbnails(page
     page.press('#search-form input[name="q"]', "Enter")
     page.locator("#tool-results .thumb-link").first.wait_for()
     assert page.locator("#tool-results .thumb-link .caption").first.inner_text().endswith("coffee.jpg")
-    page.fill('#sql-form textarea', "SELECT path, sha256 FROM scene WHERE face_count = 1")
+    page.fill("#sql-form textarea", "SELECT path, sha256 FROM scene WHERE face_count = 1")
     page.click("#sql-form button")
     page.locator("table.sql-rows tbody tr").first.wait_for()
     assert page.locator("table.sql-rows tbody tr").count() == 1

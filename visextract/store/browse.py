@@ -119,7 +119,11 @@ def gallery_page(
 
 
 def find_page(
-    store: Store, filters: GalleryFilter = GalleryFilter(), q: str | None = None, limit: int = 48, cursor: str | None = None
+    store: Store,
+    filters: GalleryFilter = GalleryFilter(),
+    q: str | None = None,
+    limit: int = 48,
+    cursor: str | None = None,
 ) -> GalleryPage:
     """A gallery page: newest first, or with `q` the records that match it in meaning, best first."""
     if not q:
@@ -167,7 +171,9 @@ def gallery_items(store: Store, record_ids: list[int]) -> list[GalleryItem]:
     if not record_ids:
         return []
     with store.read() as session:
-        found = {row[0]: GalleryItem(*row) for row in session.exec(_item_query().where(col(RecordRow.id).in_(record_ids)))}
+        found = {
+            row[0]: GalleryItem(*row) for row in session.exec(_item_query().where(col(RecordRow.id).in_(record_ids)))
+        }
     return [found[i] for i in record_ids if i in found]
 
 

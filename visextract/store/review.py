@@ -89,7 +89,10 @@ def review_in_session(
     current = _locked_current(store, session, path_or_sha, schema)
     if version is not None and current.version != version:
         raise ReviewConflictError(current, version)
-    if model_schema is None or (model_schema.name, model_schema.version) != (current.schema_name, current.schema_version):
+    if model_schema is None or (model_schema.name, model_schema.version) != (
+        current.schema_name,
+        current.schema_version,
+    ):
         model_schema = store.schema_model(current.schema_name, current.schema_version)
     same = (col(RecordRow.subject) == current.subject, col(RecordRow.schema_name) == current.schema_name)
     last = session.exec(select(func.max(RecordRow.version)).where(*same)).one() or current.version
@@ -254,9 +257,7 @@ def carry_reviewed_fields(draft: RecordDraft, previous: RecordRow, model: type[B
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
     """Pydantic's errors as (dotted field, message) pairs."""
-    return [
-        FieldError(".".join(str(part) for part in error["loc"]) or "data", error["msg"]) for error in exc.errors()
-    ]
+    return [FieldError(".".join(str(part) for part in error["loc"]) or "data", error["msg"]) for error in exc.errors()]
 
 
 def now_iso() -> str:

@@ -87,9 +87,7 @@ def create_app(config: WebConfig, store: Store | None = None) -> FastAPI:
         raise ValueError("a token is required to serve off loopback: use WebConfig.with_token()")
     store = store or open_store(config.db)
     refresh_statistics(store)
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True
-    )
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     templates = Jinja2Templates(env=environment)
     thumbs_dir = config.thumbs_dir or default_artifacts_dir(config.db) / "thumbs"
     app = FastAPI(

@@ -24,12 +24,16 @@ router = APIRouter()
 
 def render(request: Request, ctx: WebContext, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     """A page with what every page needs: the CSRF token, the review count, the database's name."""
-    values = {"query": None, "schemas": [], "next_url": None} | values | {
-        "csrf_token": request.app.state.security.csrf_token,
-        "review_count": browse.count_records(ctx.store, browse.GalleryFilter(status="needs_review")),
-        "database": ctx.store.safe_url,
-        "reviewer": getpass.getuser(),
-    }
+    values = (
+        {"query": None, "schemas": [], "next_url": None}
+        | values
+        | {
+            "csrf_token": request.app.state.security.csrf_token,
+            "review_count": browse.count_records(ctx.store, browse.GalleryFilter(status="needs_review")),
+            "database": ctx.store.safe_url,
+            "reviewer": getpass.getuser(),
+        }
+    )
     return ctx.templates.TemplateResponse(request, name, values, status_code=status_code)
 
 
@@ -68,7 +72,12 @@ def record(
     if chosen is None:
         return render(request, ctx, "not_found.html", 404, nav="", what=f"no record for {sha}")
     return render(
-        request, ctx, "record.html", nav="gallery", **record_view(ctx, sha, chosen), schemas=[r["schema"] for r in records]
+        request,
+        ctx,
+        "record.html",
+        nav="gallery",
+        **record_view(ctx, sha, chosen),
+        schemas=[r["schema"] for r in records],
     )
 
 
@@ -102,9 +111,7 @@ def review_queue(
 def chat(request: Request, ctx: WebContext = Depends(web_context)) -> HTMLResponse:
     from visextract.query import llm_configured, no_llm_message
 
-    return render(
-        request, ctx, "chat.html", nav="chat", llm=llm_configured(), no_llm=no_llm_message("the chat agent")
-    )
+    return render(request, ctx, "chat.html", nav="chat", llm=llm_configured(), no_llm=no_llm_message("the chat agent"))
 
 
 def record_view(ctx: WebContext, sha: str, record: dict[str, Any]) -> dict[str, Any]:

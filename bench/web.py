@@ -59,12 +59,14 @@ def build(url: str, count: int, photos: Path) -> list[str]:
                 label = labels[rng.randrange(len(labels))]
                 faces = rng.choice([0, 0, 0, 1, 2])
                 lines = rng.choice([[], [], ["OPEN 24 HOURS"], ["TOTAL", "12.50 EUR", "THANK YOU"]])
-                images.append({"id": i, "sha256": sha, "size_bytes": Path(path).stat().st_size if i in real else 1000,
-                               "width": 640, "height": 480, "format": "JPEG", "exif": {}, "created_at": now})  # fmt: skip
+                size = Path(path).stat().st_size if i in real else 1000
+                images.append({"id": i, "sha256": sha, "size_bytes": size, "width": 640, "height": 480,
+                               "format": "JPEG", "exif": {}, "created_at": now})  # fmt: skip
                 paths.append({"path": path, "image_id": i, "sha256": sha, "seen_at": now, "seen_run_id": run_id})
                 found = {
                     "classifier": [{"label": label, "score": 0.8}, {"label": labels[(i * 7) % 600], "score": 0.1}],
-                    "faces": [{"box": [40.0 + 50 * f, 60.0, 80.0 + 50 * f, 110.0], "score": 0.99} for f in range(faces)],
+                    "faces": [{"box": [40.0 + 50 * f, 60.0, 80.0 + 50 * f, 110.0], "score": 0.99}
+                              for f in range(faces)],
                     "ocr": [{"text": t, "score": 0.9, "box": [10.0, 20.0 + 30 * n, 200.0, 45.0 + 30 * n]}
                             for n, t in enumerate(lines)],
                     "colors": [{"hex": "#aa8844", "fraction": 0.5}, {"hex": "#223344", "fraction": 0.3}],
@@ -151,7 +153,7 @@ def measure(db_file: Path, photos_sha: list[str], repeats: int, label: str) -> d
                 f"/?label={label}",
                 "/?schema=scene&status=ok",
                 f"/?cursor={next_cursor}",
-            ],  # fmt: skip
+            ],
             "record page": records,
             "cached thumbnail": [f"/thumb/{sha}" for sha in photos_sha],
             "api records page": ["/api/records?limit=48", "/api/records?status=needs_review&limit=48"],

@@ -31,8 +31,9 @@ MOTORCYCLE = {"type": "motorcycle", "license": None, "make": "Honda", "model": N
 
 
 def build_database(folder: Path) -> str:
-    import visextract as vx
     from openai_test_server import OpenAITestServer
+
+    import visextract as vx
 
     photos = folder / "photos"
     shutil.copytree(ROOT / "examples", photos, ignore=shutil.ignore_patterns("*.md"))
@@ -74,8 +75,8 @@ def wait_for_images(page) -> None:
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    from visextract.store.browse import hashes_of_paths
     from visextract.query import open_store
+    from visextract.store.browse import hashes_of_paths
 
     out = ROOT / "docs"
     with tempfile.TemporaryDirectory() as tmp:

@@ -100,7 +100,8 @@ def query(db: str, sql: str, *args) -> list[tuple]:
 def current(db: str, sha: str, schema: str) -> dict:
     (row,) = query(
         db,
-        "SELECT version, status, data, provenance, review FROM record WHERE subject = ? AND schema_name = ? AND is_current",
+        "SELECT version, status, data, provenance, review FROM record"
+        " WHERE subject = ? AND schema_name = ? AND is_current",
         sha,
         schema,
     )

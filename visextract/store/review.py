@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 

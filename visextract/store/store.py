@@ -89,6 +89,9 @@ class SaveResult:
 
 
 SCHEMA_LOCK_ID = 0x76697379  # PostgreSQL advisory lock around schema registration
+# Schemas by (name, version) as runs in this process registered them, so checks on stored records use the real
+# model (with its validators) rather than one rebuilt from JSON Schema. A version is a hash of the JSON Schema.
+_SCHEMAS: dict[tuple[str, str], RecordSchema] = {}
 
 
 def tools_key(tools: dict[str, str]) -> str:
@@ -111,7 +114,6 @@ class Store:
         if not create:
             _refuse_missing_sqlite_file(url)
         self.engine: Engine = open_engine(url)
-        self._schemas: dict[tuple[str, str], RecordSchema] = {}  # (name, version) -> schema, see schema_model
         self._writer = self.engine.execution_options(write=True)
         try:
             if not create and not inspect(self.engine).has_table("record"):
@@ -182,7 +184,7 @@ class Store:
 
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
         """Remember this schema version and (re)create its typed view (runs starting at once queue up)."""
-        self._schemas[(schema.name, schema.version)] = schema
+        _SCHEMAS[(schema.name, schema.version)] = schema
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
         self._insert_ignore(
@@ -385,14 +387,14 @@ class Store:
 
     def schema_model(self, name: str, version: str) -> RecordSchema:
         """The schema a record version was made with: the one a run registered in this process (its real
-        Pydantic model), else rebuilt from the stored JSON Schema."""
-        known = self._schemas.get((name, version))
+        Pydantic model, validators and all), else rebuilt from the stored JSON Schema."""
+        known = _SCHEMAS.get((name, version))
         if known is None:
             with self.read() as session:
                 row = session.get(RecordSchemaRow, (name, version))
             if row is None:
                 raise StoreError(f"schema {name!r} version {version} is not in {self.safe_url}")
-            known = self._schemas[(name, version)] = stored_schema(row)
+            known = _SCHEMAS.setdefault((name, version), stored_schema(row))
         return known
 
     def _keep_reviewed_values(

@@ -12,31 +12,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from visextract.errors import QueryRefusedError, UsageError, VisextractError
 from visextract.store.browse import exported, find_page, hashes_of_paths
 from visextract.store.export import records_for
 from visextract.store.review import ReviewConflictError, ReviewRefusedError
-from visextract.web.app import WebContext, web_context
-from visextract.web.params import AskBody, RecordQuery, ReviewBody, SqlBody, image_sha, record_query
+from visextract.web.app import Context, WebContext
+from visextract.web.params import AskBody, Records, ReviewBody, SchemaName, Sha256, SqlBody
 
 router = APIRouter(prefix="/api")
 
 
 @router.get("/records")
-def list_records(query: RecordQuery = Depends(record_query), ctx: WebContext = Depends(web_context)) -> dict[str, Any]:
+def list_records(query: Records, ctx: Context) -> dict[str, Any]:
     page = find_page(ctx.store, query.filters, q=query.search, limit=query.limit, cursor=query.cursor)
     return {"items": exported(ctx.store, [item.record_id for item in page.items]), "next": page.next}
 
 
 @router.get("/records/{sha256}")
-def get_record(
-    sha: str = Depends(image_sha), schema: str | None = Query(None), ctx: WebContext = Depends(web_context)
-) -> dict[str, Any]:
+def get_record(sha: Sha256, ctx: Context, schema: SchemaName = None) -> dict[str, Any]:
     found = records_for(ctx.store, sha, schema)
     if not found:
         raise HTTPException(404, f"no record for {sha}" + (f" with schema {schema!r}" if schema else ""))
@@ -44,7 +42,7 @@ def get_record(
 
 
 @router.post("/records/{sha256}/review", response_model=None)
-def review(body: ReviewBody, sha: str = Depends(image_sha), ctx: WebContext = Depends(web_context)) -> Any:
+def review(body: ReviewBody, sha: Sha256, ctx: Context) -> Any:
     from visextract.store.review import RecordNotFoundError
 
     try:
@@ -68,9 +66,9 @@ def _current(ctx: WebContext, subject: str, schema: str) -> dict[str, Any]:
 
 @router.get("/search")
 def search(
-    q: str = Query(min_length=1, max_length=1000),
-    k: int = Query(10, ge=1, le=200),
-    ctx: WebContext = Depends(web_context),
+    ctx: Context,
+    q: Annotated[str, Query(min_length=1, max_length=1000)],
+    k: Annotated[int, Query(ge=1, le=200)] = 10,
 ) -> list[dict[str, Any]]:
     from visextract.store.search import search_records
 
@@ -81,7 +79,7 @@ def search(
 
 
 @router.post("/sql", response_model=None)
-def sql(body: SqlBody, ctx: WebContext = Depends(web_context)) -> Any:
+def sql(body: SqlBody, ctx: Context) -> Any:
     from visextract.query import sql as run_sql
 
     try:
@@ -92,7 +90,7 @@ def sql(body: SqlBody, ctx: WebContext = Depends(web_context)) -> Any:
 
 
 @router.post("/ask")
-async def ask(body: AskBody, ctx: WebContext = Depends(web_context)) -> StreamingResponse:
+async def ask(body: AskBody, ctx: Context) -> StreamingResponse:
     from visextract.query import llm_configured, no_llm_message
 
     if not llm_configured():

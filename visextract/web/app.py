@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
@@ -75,6 +75,9 @@ class WebContext:
 
 def web_context(request: Request) -> WebContext:
     return request.app.state.web
+
+
+Context = Annotated[WebContext, Depends(web_context)]
 
 
 def create_app(config: WebConfig, store: Store | None = None) -> FastAPI:

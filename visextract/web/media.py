@@ -9,12 +9,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
 from visextract.store.browse import image_source, is_image
-from visextract.web.app import WebContext, web_context
-from visextract.web.params import image_sha
+from visextract.web.app import Context, WebContext
+from visextract.web.params import Sha256
 
 THUMB_SIDE = 320
 
@@ -22,7 +22,7 @@ router = APIRouter()
 
 
 @router.get("/image/{sha256}")
-def original(sha: str = Depends(image_sha), ctx: WebContext = Depends(web_context)) -> FileResponse:
+def original(sha: Sha256, ctx: Context) -> FileResponse:
     source = image_source(ctx.store, sha)
     if source is None:
         raise HTTPException(404, "the image file is missing (no path holds this content any more)")
@@ -30,9 +30,7 @@ def original(sha: str = Depends(image_sha), ctx: WebContext = Depends(web_contex
 
 
 @router.get("/thumb/{sha256}", response_model=None)
-def thumbnail(
-    request: Request, sha: str = Depends(image_sha), ctx: WebContext = Depends(web_context)
-) -> Response | FileResponse:
+def thumbnail(request: Request, sha: Sha256, ctx: Context) -> Response | FileResponse:
     if not is_image(ctx.store, sha):
         raise HTTPException(404, "no such image")
     etag = f'"{sha}-{THUMB_SIDE}"'

@@ -6,18 +6,18 @@ Every page carries `<meta name="csrf-token">`; templates escape everything (auto
 from __future__ import annotations
 
 import getpass
+from typing import Annotated, Any
 from urllib.parse import urlencode
-from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from visextract.store import browse
 from visextract.store.export import records_for
-from visextract.web.app import WebContext, web_context
+from visextract.web.app import Context, WebContext
 from visextract.web.forms import form_fields
 from visextract.web.overlays import evidence_ids, overlays
-from visextract.web.params import RecordQuery, image_sha, record_query
+from visextract.web.params import RecordQuery, Records, SchemaName, Sha256
 
 router = APIRouter()
 
@@ -38,9 +38,7 @@ def render(request: Request, ctx: WebContext, name: str, status_code: int = 200,
 
 
 @router.get("/", response_class=HTMLResponse)
-def gallery(
-    request: Request, query: RecordQuery = Depends(record_query), ctx: WebContext = Depends(web_context)
-) -> HTMLResponse:
+def gallery(request: Request, query: Records, ctx: Context) -> HTMLResponse:
     page = browse.find_page(ctx.store, query.filters, q=query.search, limit=query.limit, cursor=query.cursor)
     facets = browse.gallery_facets(ctx.store, query.filters)
     link = gallery_link(query)
@@ -61,12 +59,7 @@ def gallery_link(query: RecordQuery) -> Any:
 
 
 @router.get("/record/{sha256}", response_class=HTMLResponse)
-def record(
-    request: Request,
-    sha: str = Depends(image_sha),
-    schema: str | None = Query(None, max_length=200),
-    ctx: WebContext = Depends(web_context),
-) -> HTMLResponse:
+def record(request: Request, sha: Sha256, ctx: Context, schema: SchemaName = None) -> HTMLResponse:
     records = records_for(ctx.store, sha)
     chosen = next((r for r in records if r["schema"] == schema), records[0] if records else None)
     if chosen is None:
@@ -84,10 +77,10 @@ def record(
 @router.get("/review", response_class=HTMLResponse)
 def review_queue(
     request: Request,
-    schema: str | None = Query(None, max_length=200),
-    below: int | None = Query(None, ge=1),
-    above: int | None = Query(None, ge=1),
-    ctx: WebContext = Depends(web_context),
+    ctx: Context,
+    schema: SchemaName = None,
+    below: Annotated[int | None, Query(ge=1)] = None,
+    above: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
     record_id = browse.next_in_queue(ctx.store, "needs_review", schema or None, below=below, above=above)
     row = browse.record_by_id(ctx.store, record_id) if record_id is not None else None
@@ -108,7 +101,7 @@ def review_queue(
 
 
 @router.get("/chat", response_class=HTMLResponse)
-def chat(request: Request, ctx: WebContext = Depends(web_context)) -> HTMLResponse:
+def chat(request: Request, ctx: Context) -> HTMLResponse:
     from visextract.query import llm_configured, no_llm_message
 
     return render(request, ctx, "chat.html", nav="chat", llm=llm_configured(), no_llm=no_llm_message("the chat agent"))

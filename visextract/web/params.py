@@ -6,9 +6,9 @@ A malformed body or parameter is a 422 with `{"errors": [{"field", "message"}]}`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import HTTPException, Query
+from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from visextract.store.browse import MAX_PAGE, GalleryFilter
@@ -22,6 +22,9 @@ def image_sha(sha256: str) -> str:
     if not _SHA256.fullmatch(sha256):
         raise HTTPException(404, "no such image: the address must end in a sha256")
     return sha256
+
+
+Sha256 = Annotated[str, Depends(image_sha)]
 
 
 class RecordQuery(BaseModel):
@@ -46,15 +49,19 @@ class RecordQuery(BaseModel):
 
 
 def record_query(
-    schema: str | None = Query(None, max_length=200),
+    schema: Annotated[str | None, Query(max_length=200)] = None,
     status: Status | None = None,
-    label: str | None = Query(None, max_length=500),
-    q: str | None = Query(None, max_length=1000),
-    limit: int = Query(48, ge=1, le=MAX_PAGE),
-    cursor: str | None = Query(None, max_length=100),
+    label: Annotated[str | None, Query(max_length=500)] = None,
+    q: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 48,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> RecordQuery:
     """Depends: the record filters from the query string (an empty value means no filter)."""
     return RecordQuery(schema=schema or None, status=status, label=label, q=q, limit=limit, cursor=cursor)
+
+
+Records = Annotated[RecordQuery, Depends(record_query)]
+SchemaName = Annotated[str | None, Query(max_length=200)]
 
 
 class ReviewBody(BaseModel):

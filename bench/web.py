@@ -6,9 +6,11 @@ The records are synthetic but shaped like real ones (scene records with ImageNet
 colours, their tool results, 1% needing review, a few failed); eight of them are the real photos in
 `examples/`, so thumbnails and record pages have real files. The server runs as `visextract serve` in its own
 process; each figure is the full HTTP round trip on loopback, an upper bound of the server's time.
-Targets: gallery first page and a filtered page p50 < 100 ms, record page p50 < 100 ms, cached thumbnail
-p50 < 10 ms, and the server's memory flat in the number of records (same pages over 10k and 100k records).
-Ends with one JSON line.
+The gallery's counts are cached until the database changes; "counts recomputed" measures the first page
+right after another process committed.
+Targets: gallery first page (also with counts recomputed) and a filtered page p50 < 100 ms, record page
+p50 < 100 ms, cached thumbnail p50 < 10 ms, and the server's memory flat in the number of records (the same
+pages over 10k and 100k records). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import random
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -110,10 +113,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def timed(client, url: str, repeats: int) -> list[float]:
+def timed(client, url: str, repeats: int, before=None) -> list[float]:
     client.get(url).raise_for_status()  # warm-up
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         started = time.perf_counter()
         response = client.get(url)
         times.append((time.perf_counter() - started) * 1000)
@@ -161,11 +166,19 @@ def measure(db_file: Path, photos_sha: list[str], repeats: int, label: str) -> d
         for sha in photos_sha:  # make each thumbnail once
             client.get(f"/thumb/{sha}").raise_for_status()
         figures: dict[str, object] = {}
+        writer = sqlite3.connect(db_file)
+
+        def another_process_writes() -> None:  # any commit: the gallery's cached counts are recomputed
+            writer.execute("UPDATE run SET seconds = seconds + 1")
+            writer.commit()
+
+        pages["gallery, counts recomputed"] = ["/"]
         for name, urls in pages.items():
-            times = [t for url in urls for t in timed(client, url, max(3, repeats // len(urls)))]
+            before = another_process_writes if name == "gallery, counts recomputed" else None
+            times = [t for url in urls for t in timed(client, url, max(3, repeats // len(urls)), before)]
             p50 = statistics.median(times)
             p95 = sorted(times)[int(0.95 * (len(times) - 1))]
-            print(f"  {name:22s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   ({len(times)} requests)")
+            print(f"  {name:28s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   ({len(times)} requests)")
             figures[name] = round(p50, 1)
         figures["rss_mb"] = round(rss_mb(server.pid), 1)
         return figures
@@ -200,6 +213,7 @@ def main() -> None:
     summary = {
         "records": args.records,
         "gallery_p50_ms": large["gallery first page"],
+        "gallery_recount_p50_ms": large["gallery, counts recomputed"],
         "filtered_p50_ms": large["filtered page"],
         "record_p50_ms": large["record page"],
         "thumb_p50_ms": large["cached thumbnail"],
@@ -208,6 +222,7 @@ def main() -> None:
         "rss_mb_large": large["rss_mb"],
         "rss_growth_mb": round(growth, 1),
         "targets_met": large["gallery first page"] < 100  # type: ignore[operator]
+        and large["gallery, counts recomputed"] < 100  # type: ignore[operator]
         and large["filtered page"] < 100  # type: ignore[operator]
         and large["record page"] < 100  # type: ignore[operator]
         and large["cached thumbnail"] < 10  # type: ignore[operator]

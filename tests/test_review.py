@@ -122,7 +122,7 @@ def test_what_to_review_must_be_clear(lib):
     db, photos = lib
     with pytest.raises(RecordNotFoundError):
         vx.review(str(photos / "nope.jpg"), accept=True, db=db)
-    with pytest.raises(UsageError, match="several schemas.*scene, vehicle"):
+    with pytest.raises(UsageError, match=r"several schemas.*scene, vehicle"):
         vx.review(str(photos / "coffee.jpg"), accept=True, db=db)
     with pytest.raises(UsageError, match="nothing to review"):
         vx.review(str(photos / "coffee.jpg"), schema="scene", db=db)

@@ -65,6 +65,8 @@ def _node(prop: dict[str, Any], name: str, value: Any, defs: dict[str, Any], dep
         choices = prop.get("enum", [prop.get("const")])
         base.kind = "enum"
         base.options = [(json.dumps(choice, ensure_ascii=False), str(choice)) for choice in choices]
+        if value is not None and base.json_value not in {option for option, _ in base.options}:
+            base.options.append((base.json_value, f"{value} (not a choice of this schema)"))  # shown, never lost
     elif kind == "boolean":
         base.kind = "boolean"
     elif kind in ("integer", "number"):

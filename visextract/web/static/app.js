@@ -4,13 +4,7 @@
 window.vx = (() => {
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
-  async function postJSON(url, body) {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-      body: JSON.stringify(body),
-      credentials: "same-origin",
-    });
+  async function answer(response) {
     let data = null;
     try {
       data = await response.json();
@@ -20,15 +14,13 @@ window.vx = (() => {
     return { status: response.status, data };
   }
 
+  async function postJSON(url, body) {
+    const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf() };
+    return answer(await fetch(url, { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" }));
+  }
+
   async function getJSON(url) {
-    const response = await fetch(url, { credentials: "same-origin" });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, data };
+    return answer(await fetch(url, { credentials: "same-origin" }));
   }
 
   // An element with attributes and text children; text always goes in as text, never as HTML.

@@ -73,7 +73,8 @@ class WebContext:
         }
 
 
-def web_context(request: Request) -> WebContext:
+async def web_context(request: Request) -> WebContext:
+    """Depends: the app's context (async: plain dependencies need no trip through the thread pool)."""
     return request.app.state.web
 
 

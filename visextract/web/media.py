@@ -29,8 +29,9 @@ def original(sha: Sha256, ctx: Context) -> FileResponse:
     return FileResponse(source, headers={"ETag": f'"{sha}"', "Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/thumb/{sha256}", response_model=None)
-def thumbnail(request: Request, sha: Sha256, ctx: Context) -> Response | FileResponse:
+@router.get("/thumb/{sha256}")
+def thumbnail(request: Request, sha: Sha256, ctx: Context) -> Response:
+    """The cached preview (made on first request). Small enough to send from memory in one step."""
     if not is_image(ctx.store, sha):
         raise HTTPException(404, "no such image")
     etag = f'"{sha}-{THUMB_SIDE}"'
@@ -38,12 +39,14 @@ def thumbnail(request: Request, sha: Sha256, ctx: Context) -> Response | FileRes
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     cached = ctx.thumbs_dir / sha[:2] / f"{sha}-{THUMB_SIDE}.jpg"
-    if not cached.is_file():
-        make_thumbnail(ctx, sha, cached)
-    return FileResponse(cached, media_type="image/jpeg", headers=headers)
+    try:
+        jpeg = cached.read_bytes()
+    except FileNotFoundError:
+        jpeg = make_thumbnail(ctx, sha, cached)
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
-def make_thumbnail(ctx: WebContext, sha: str, target: Path) -> None:
+def make_thumbnail(ctx: WebContext, sha: str, target: Path) -> bytes:
     """Decode the original once and keep the preview (written atomically: readers never see half a file)."""
     from visextract.images import ImageLoadError
     from visextract.thumbnails import thumbnail_jpeg
@@ -59,3 +62,4 @@ def make_thumbnail(ctx: WebContext, sha: str, target: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as handle:
         handle.write(jpeg)
     os.replace(handle.name, target)
+    return jpeg

@@ -17,7 +17,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 Status = Literal["ok", "needs_review", "failed"]
 
 
-def image_sha(sha256: str) -> str:
+async def image_sha(sha256: str) -> str:
     """A `{sha256}` path parameter: 64 lowercase hex digits, anything else is not found (never a path)."""
     if not _SHA256.fullmatch(sha256):
         raise HTTPException(404, "no such image: the address must end in a sha256")
@@ -48,7 +48,7 @@ class RecordQuery(BaseModel):
         return (self.q or "").strip() or None
 
 
-def record_query(
+async def record_query(
     schema: Annotated[str | None, Query(max_length=200)] = None,
     status: Status | None = None,
     label: Annotated[str | None, Query(max_length=500)] = None,

@@ -150,7 +150,7 @@ class SecurityMiddleware:
         return response
 
 
-def require_csrf(request: Request) -> None:
+async def require_csrf(request: Request) -> None:
     """Depends: a state-changing request must carry the page's CSRF token in `X-CSRF-Token`."""
     if request.method in SAFE_METHODS:
         return

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,16 @@ def test_records_filter_by_status_schema_and_meaning(client, web_library):
     assert [Path(r["path"]).name for r in scene] == ["broken.jpg"]
     found = client.get("/api/records", params={"q": "a printed page of text", "schema": "scene"}).json()["items"]
     assert Path(found[0]["path"]).name == "page.png" and len(found) < 6
+
+
+def test_top_labels_are_facets_with_counts_and_filters(client):
+    items = client.get("/api/records", params={"limit": 200}).json()["items"]
+    expected = Counter(item["tools"]["classifier"][0]["label"] for item in items if item["tools"].get("classifier"))
+    assert expected["tiger cat"] == 2  # chelsea, as a scene and as a vehicle record
+    for label, count in expected.items():
+        assert facet_count(client, "label", label) == count
+        found = client.get("/api/records", params={"label": label}).json()["items"]
+        assert len(found) == count and all(r["tools"]["classifier"][0]["label"] == label for r in found)
 
 
 def test_one_record_by_sha256_in_the_export_shape_plus_its_paths(client, web_library):
@@ -193,6 +204,23 @@ def test_paths_and_undecodable_files_are_never_served(client, web_library, tmp_p
     path = str(tmp_path / "lib" / "photos" / "coffee.jpg")
     assert client.get(f"/image/{path}").status_code == 404
     assert client.get("/image/" + path.replace("/", "%2F")).status_code == 404
+
+
+def facet_count(client: TestClient, facet: str, value: str) -> int:
+    html = client.get("/").text
+    section = html.split(f'data-facet="{facet}"')[1].split("</section>")[0]
+    match = re.search(rf">{re.escape(value)}</span><span class=\"count\">(\d+)<", section)
+    return int(match.group(1)) if match else 0
+
+
+def test_gallery_counts_follow_every_change_to_the_database(client, db, web_library):
+    assert facet_count(client, "status", "needs_review") == 2
+    sha = sha_of(web_library.photos / "coffee.jpg")
+    review(client, sha, {"schema": "vehicle", "accept": True}, csrf_of(client))
+    assert facet_count(client, "status", "needs_review") == 1  # this server's own write
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as other:  # another process's write
+        other.execute("UPDATE record SET status = 'failed' WHERE is_current AND status = 'needs_review'")
+    assert facet_count(client, "status", "needs_review") == 0 and facet_count(client, "status", "failed") == 2
 
 
 # ---- review over HTTP -----------------------------------------------------------------------------------

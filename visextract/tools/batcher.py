@@ -60,6 +60,8 @@ class Batcher(Generic[In, Out]):
         self.warm_up = warm_up
         self._warming = False
         self.warmed = threading.Event()  # set once the model has loaded (or failed to), or the first batch ran
+        if warm_up is None:  # nothing to load
+            self.warmed.set()
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
         self.seconds = 0.0  # compute time, for reports

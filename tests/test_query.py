@@ -187,7 +187,8 @@ def test_look_again_refuses_paths_that_are_not_in_the_database(library, server):
 def test_chat_history_persists_between_invocations(library, server, cli, tmp_path):
     db, _folder = library
     chat_db = tmp_path / "chat.db"
-    shutil.copy(db.removeprefix("sqlite:///"), chat_db)
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as source, sqlite3.connect(chat_db) as copy:
+        source.backup(copy)  # a file copy would miss what is still in the -wal file
     url = f"sqlite:///{chat_db}"
     server.reply_tool_calls([("run_sql", {"query": "SELECT path FROM scene WHERE face_count = 1"})])
     server.reply_text("One photo has a face: astronaut.png.")

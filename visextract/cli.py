@@ -344,17 +344,13 @@ def show(
       visextract show photos/cat.jpg
     """
     from visextract.errors import UsageError
-    from visextract.store.export import export_dicts
+    from visextract.store.export import records_for
 
     store = _store(db)
-    rows = store.find_records(path_or_sha)
-    if not rows:
+    records = records_for(store, path_or_sha)
+    if not records:
         raise UsageError(f"no record for {path_or_sha!r} in {store.safe_url}")
-    subjects = {row.id: row.subject for row in rows}
-    for record in export_dicts(store, with_ids=True, record_ids=list(subjects)):
-        subject = subjects[record.pop("record_id")]
-        record.pop("is_current"), record.pop("created_at")  # the export shape, plus every path:
-        record["paths"] = [record["path"]] if subject.startswith("path:") else store.paths_of(subject)
+    for record in records:
         out.print_json(json.dumps(record, default=str, ensure_ascii=False))
 
 

@@ -32,8 +32,8 @@ NO_LLM = (
 
 @cache
 def open_store(url: str) -> Store:
-    """One Store per database URL per process (its engine is a connection pool)."""
-    return Store(url)
+    """One Store per database URL per process (its engine is a connection pool). Never creates a database."""
+    return Store(url, create=False)
 
 
 def _db(db: str | None) -> str:

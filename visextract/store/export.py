@@ -60,6 +60,27 @@ def export_dicts(
                 yield _export_dict(record, image, results, all_versions or with_ids)
 
 
+def records_for(store: Store, path_or_sha: str, schema: str | None = None) -> list[dict[str, Any]]:
+    """An image's current records in the export shape, each plus `"paths"`: every path holding its content.
+
+    `path_or_sha` is a path (as given or absolute), a sha256 or a unique sha256 prefix of 6+ characters.
+    An empty list when nothing matches.
+
+        for record in records_for(store, "photos/cat.jpg"):
+            print(record["schema"], record["data"], record["paths"])
+    """
+    subjects = {row.id: row.subject for row in store.find_records(path_or_sha) if schema in (None, row.schema_name)}
+    if not subjects:
+        return []
+    records = []
+    for record in export_dicts(store, with_ids=True, record_ids=list(subjects)):
+        subject = subjects[record.pop("record_id")]
+        del record["is_current"], record["created_at"]
+        record["paths"] = [record["path"]] if subject.startswith("path:") else store.paths_of(subject)
+        records.append(record)
+    return records
+
+
 def _export_dict(
     record: RecordRow,
     image: ImageRow | None,

@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, text, update
+from sqlalchemy import Engine, func, inspect, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
 
 from visextract.errors import StoreError
 from visextract.schemas.base import RecordSchema
-from visextract.store.engine import open_engine
+from visextract.store.engine import open_engine, parse_db_url
 from visextract.store.migrations import migrate
 from visextract.store.tables import (
     ImagePathRow,
@@ -82,13 +83,22 @@ class Store:
     store = Store("sqlite:///photos.db")
     for row in store.current_records("scene"):
         print(row.path, row.status)
+
+    With `create=False` (read surfaces), a URL with no visextract database behind it raises StoreError
+    instead of creating one.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
+        if not create:
+            _require_sqlite_file(url)  # before connecting: connecting creates the file
         self.engine: Engine = open_engine(url)
         self._writer = self.engine.execution_options(write=True)
         try:
+            if not create:
+                with self.engine.connect() as connection:
+                    if not inspect(connection).has_table("record"):
+                        raise StoreError(f"no visextract database at {self.safe_url}: run `visextract run` first")
             migrate(self.engine)
         except (OperationalError, ProgrammingError) as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {_first_line(exc)}") from None
@@ -375,6 +385,13 @@ class Store:
                 )
             )
 
+    def image_source(self, sha256: str) -> Path | None:
+        """A file that holds the image with this hash, to read it for display; None if no known path has it."""
+        for path in self.paths_of(sha256):
+            if os.path.isfile(path):
+                return Path(path)
+        return None
+
     def status_counts(self) -> dict[str, dict[str, int]]:
         """{schema name: {status: count}} over current records."""
         with self.read() as session:
@@ -395,6 +412,18 @@ class Store:
     def image_count(self) -> int:
         with self.read() as session:
             return session.exec(select(func.count()).select_from(ImageRow)).one()
+
+
+def _require_sqlite_file(url: str) -> None:
+    """StoreError unless a SQLite URL names an existing file (other databases are checked once connected)."""
+    parsed = parse_db_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database.startswith("file:"):
+        database = database.removeprefix("file:").split("?", 1)[0].removeprefix("//")
+    if database in ("", ":memory:") or not Path(database).expanduser().is_file():
+        raise StoreError(f"no visextract database at {url}: run `visextract run` first, or check --db")
 
 
 def _first_line(exc: BaseException) -> str:

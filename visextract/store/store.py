@@ -165,10 +165,14 @@ class Store:
 
     def typed_views(self) -> list[TypedView]:
         """The typed view of each schema, from its latest stored version."""
+        return [typed_view(schema) for schema in self.latest_schemas()]
+
+    def latest_schemas(self) -> list[RecordSchema]:
+        """Each schema in the database, as its latest stored version, in the order first seen."""
         latest: dict[str, RecordSchemaRow] = {}
         for row in self.schema_versions():
             latest[row.name] = row
-        return [typed_view(stored_schema(row)) for row in latest.values()]
+        return [stored_schema(row) for row in latest.values()]
 
     def schema_versions(self) -> list[RecordSchemaRow]:
         with self.read() as session:

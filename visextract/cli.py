@@ -560,11 +560,15 @@ def mcp_command(
         raise UsageError("--host and --token apply to --http only (stdio needs neither)")
     if max_rows < 1 or timeout <= 0:
         raise UsageError("--max-rows must be 1 or more and --timeout positive")
-    required = access_token(host, token) if http else None  # checked before the database is opened
+    required = access_token(host, token) if http else None
+    from visextract.query import open_store
+
+    url = _settings(db).db
+    open_store(url)  # a mistyped --db fails here, before the MCP SDK loads
 
     from visextract.mcp import build_server, serve_http, serve_stdio
 
-    server = build_server(_settings(db).db, max_rows=max_rows, timeout_s=timeout)
+    server = build_server(url, max_rows=max_rows, timeout_s=timeout)
     if not http:
         serve_stdio(server)
         return

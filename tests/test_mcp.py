@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import shutil
 import socket
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -423,17 +425,22 @@ def http_server(library: tuple[str, Path]) -> Iterator[Any]:
             text=True,
         )
         processes.append(process)
-        assert process.stderr is not None
-        printed = "".join(process.stderr.readline() for _ in range(printed_lines))
+        printed: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [printed.put(line) for line in process.stderr], daemon=True).start()
         deadline = time.monotonic() + 60
         while True:
-            assert process.poll() is None, f"the server exited: {printed}{process.stderr.read()}"
+            assert process.poll() is None, f"the server exited: {list(printed.queue)}"
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return port, printed
+                break
             except OSError:
                 assert time.monotonic() < deadline, "the server did not start listening"
                 time.sleep(0.1)
+        lines = []  # printed before it listens
+        with suppress(queue.Empty):
+            while len(lines) < printed_lines:
+                lines.append(printed.get(timeout=2))
+        return port, "".join(lines)
 
     yield start
     for process in processes:

@@ -11,12 +11,13 @@ here can write to the database (SQL runs on a read-only connection, the rest onl
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
@@ -36,6 +37,7 @@ MAX_SEARCH_RESULTS = 50
 DEFAULT_MAX_ROWS = 200
 DEFAULT_TIMEOUT_S = 10.0
 SCHEMA_URI = "visextract://schemas/{name}"
+ToolFunction = TypeVar("ToolFunction", bound=Callable[..., Any])
 
 INSTRUCTIONS = """\
 Records extracted from a folder of images by visextract: for each image, the outputs of vision tools
@@ -77,7 +79,12 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
     store = open_store(db)  # never creates one: a mistyped --db fails here, before serving
     server: MCPServer = MCPServer("visextract", instructions=INSTRUCTIONS, version=__version__)
 
-    @server.tool(annotations=READ_ONLY)
+    def read_only_tool(function: ToolFunction) -> ToolFunction:
+        """Register a tool; its docstring, dedented, is the description the client's model reads."""
+        server.add_tool(function, description=inspect.cleandoc(function.__doc__ or ""), annotations=READ_ONLY)
+        return function
+
+    @read_only_tool
     def list_schemas() -> dict[str, Any]:
         """What can be queried: the SQL dialect (sqlite or postgresql), each record schema's typed SQL view
         (named after the schema; one row per current record; columns record_id, path, sha256, status, ... then
@@ -88,7 +95,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
         with tool_errors():
             return schema_catalog(store)
 
-    @server.tool(annotations=READ_ONLY)
+    @read_only_tool
     def search_images(
         query: Annotated[str, Field(description="What to look for, in plain words, e.g. 'a cat on a sofa'.")],
         k: Annotated[
@@ -110,7 +117,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
         with tool_errors():
             return SearchResults(hits=search(query, db=db, k=k))
 
-    @server.tool(annotations=READ_ONLY)
+    @read_only_tool
     def run_sql(
         query: Annotated[
             str,
@@ -129,7 +136,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
         with tool_errors():
             return sql(query, db=db, max_rows=max_rows, timeout_s=timeout_s)
 
-    @server.tool(annotations=READ_ONLY)
+    @read_only_tool
     def show_record(
         path_or_sha256: Annotated[
             str,
@@ -149,7 +156,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
             )
         return ImageRecords(records=records)
 
-    @server.tool(annotations=READ_ONLY)
+    @read_only_tool
     def get_image(
         sha256: Annotated[str, Field(description="The image's sha256 (64 hex characters), from any other tool.")],
     ) -> list[Image | TextContent]:

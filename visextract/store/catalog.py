@@ -14,9 +14,10 @@ from visextract.store.store import Store
 from visextract.store.views import typed_view
 
 TABLES = {
-    "record": "every record: id, path, schema_name, status, error, data (JSON), provenance (JSON), is_current",
+    "record": "every record version: id, path, schema_name, status, error, data (JSON), provenance (JSON), "
+    "is_current, missing; the records users see are `is_current AND NOT missing` (as in the typed views)",
     "tool_result": "raw tool outputs per image: image_id, tool, results (JSON list)",
-    "image": "id, sha256, width, height, format; image_path maps path -> image_id",
+    "image": "id, sha256, width, height, format; image_path maps path -> image_id (missing_at set when gone)",
 }
 
 

@@ -639,19 +639,15 @@ def mcp_command(
     if max_rows < 1 or timeout <= 0:
         raise UsageError("--max-rows must be 1 or more and --timeout positive")
     required = access_token(host, token) if http else None
-    from visextract.query import open_store
-
-    url = _settings(db).db
-    open_store(url)  # a mistyped --db fails here, before the MCP SDK loads
+    store = _read_store(db)  # a mistyped --db fails here, before the MCP SDK loads
 
     from visextract.mcp import build_server, serve_http, serve_stdio
 
-    server = build_server(url, max_rows=max_rows, timeout_s=timeout)
+    server = build_server(store, max_rows=max_rows, timeout_s=timeout)
     if not http:
         serve_stdio(server)
         return
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/mcp"
-    err.print(f"MCP server at {url}", highlight=False)
+    err.print(f"MCP server at http://{host if ':' not in host else f'[{host}]'}:{port}/mcp", highlight=False)
     if required:
         err.print(f"requests need the header: Authorization: Bearer {required}", highlight=False)
     serve_http(server, host, port, required)

@@ -72,11 +72,13 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(" ".join(str(exc).split())) from None
 
 
-def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S) -> MCPServer:
-    """An MCP server over the visextract database at `db`; StoreError if there is no database there."""
+def build_server(
+    db: Store | str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> MCPServer:
+    """An MCP server over a visextract database (a read Store, or its URL: StoreError if there is none)."""
     from visextract.query import open_store
 
-    store = open_store(db)  # never creates one: a mistyped --db fails here, before serving
+    store = open_store(db) if isinstance(db, str) else db  # never creates a database
     server: MCPServer = MCPServer("visextract", instructions=INSTRUCTIONS, version=__version__)
 
     def read_only_tool(function: ToolFunction) -> ToolFunction:
@@ -115,7 +117,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
         if not 1 <= k <= MAX_SEARCH_RESULTS:
             raise ToolError(f"k must be between 1 and {MAX_SEARCH_RESULTS}, not {k}")
         with tool_errors():
-            return SearchResults(hits=search(query, db=db, k=k))
+            return SearchResults(hits=search(query, db=store.url, k=k))
 
     @read_only_tool
     def run_sql(
@@ -134,7 +136,7 @@ def build_server(db: str, *, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float 
         from visextract.query import sql
 
         with tool_errors():
-            return sql(query, db=db, max_rows=max_rows, timeout_s=timeout_s)
+            return sql(query, db=store.url, max_rows=max_rows, timeout_s=timeout_s)
 
     @read_only_tool
     def show_record(

@@ -266,9 +266,7 @@ def run(
         if progress.live.is_started:
             progress.stop()
         err.print("[red]aborted[/red]: what was saved is kept; run the same command again to continue")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(130)
+        _leave_now(130)
 
     try:
         summary = extractor.run(
@@ -285,8 +283,15 @@ def run(
             highlight=False,
         )
     _print_summary(summary, extractor.store.safe_url)
-    if summary.interrupted:
-        raise typer.Exit(130)
+    if summary.interrupted:  # everything is saved; models may still be loading: do not wait for them
+        _leave_now(130)
+
+
+def _leave_now(code: int) -> None:
+    """Exit at once (no interpreter teardown, which would wait for model loads still running)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 IMAGE_SUFFIXES_SHOWN = (".jpg", ".png", ".webp", ".tif", ".gif", ".bmp")

@@ -605,6 +605,59 @@ def chat(
     asyncio.run(repl())
 
 
+@app.command("mcp")
+@friendly_errors
+def mcp_command(
+    db: DbOption = None,
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at /mcp instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="With --http: address to bind; off loopback a token is required.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="With --http: port to listen on.")] = 8766,
+    token: Annotated[
+        str | None, typer.Option(help="With --http: require 'Authorization: Bearer T' (generated off loopback).")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="run_sql returns at most this many rows.")] = 200,
+    timeout: Annotated[float, typer.Option(help="run_sql stops a query after this many seconds.")] = 10.0,
+) -> None:
+    """Serve the results to MCP chat clients (Claude Desktop, Cursor, VS Code...) over stdio.
+
+    Tools: list_schemas, search_images, run_sql (read-only), show_record, get_image.
+    An MCP client's config entry:
+
+      {"command": "visextract",
+       "args": ["mcp", "--db", "sqlite:////abs/path/visextract.db"]}
+
+    Examples:
+
+      visextract mcp --db sqlite:////home/me/photos/visextract.db
+
+      visextract mcp --http                   (at http://127.0.0.1:8766/mcp)
+
+      visextract mcp --http --host 0.0.0.0    (prints the token clients send)
+    """
+    from visextract.errors import UsageError
+    from visextract.http_access import access_token
+
+    if not http and (host != "127.0.0.1" or token is not None):
+        raise UsageError("--host and --token apply to --http only (stdio needs neither)")
+    if max_rows < 1 or timeout <= 0:
+        raise UsageError("--max-rows must be 1 or more and --timeout positive")
+    required = access_token(host, token) if http else None
+    store = _read_store(db)  # a mistyped --db fails here, before the MCP SDK loads
+
+    from visextract.mcp import build_server, serve_http, serve_stdio
+
+    server = build_server(store, max_rows=max_rows, timeout_s=timeout)
+    if not http:
+        serve_stdio(server)
+        return
+    err.print(f"MCP server at http://{host if ':' not in host else f'[{host}]'}:{port}/mcp", highlight=False)
+    if required:
+        err.print(f"requests need the header: Authorization: Bearer {required}", highlight=False)
+    serve_http(server, host, port, required)
+
+
 @app.command()
 @friendly_errors
 def schemas() -> None:

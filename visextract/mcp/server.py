@@ -78,7 +78,10 @@ def build_server(
     """An MCP server over a visextract database (a read Store, or its URL: StoreError if there is none)."""
     from visextract.query import open_store
 
+    from visextract.store.readonly_sql import warn_about_privileges
+
     store = open_store(db) if isinstance(db, str) else db  # never creates a database
+    warn_about_privileges(store.url)
     server: MCPServer = MCPServer("visextract", instructions=INSTRUCTIONS, version=__version__)
 
     def read_only_tool(function: ToolFunction) -> ToolFunction:

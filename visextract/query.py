@@ -110,7 +110,6 @@ class ChatSession:
 
         from visextract.agents.query_graph import QueryContext, build_query_graph
         from visextract.agents.query_tools import QueryTools
-
         from visextract.store.readonly_sql import warn_about_privileges
 
         self.store = open_store(self.settings.db)

@@ -77,7 +77,6 @@ def build_server(
 ) -> MCPServer:
     """An MCP server over a visextract database (a read Store, or its URL: StoreError if there is none)."""
     from visextract.query import open_store
-
     from visextract.store.readonly_sql import warn_about_privileges
 
     store = open_store(db) if isinstance(db, str) else db  # never creates a database

@@ -178,6 +178,15 @@ def test_a_thumbnail_made_once_survives_the_original_moving_away(client, db, tmp
     assert page.status_code == 200 and "The image file is missing" in page.text and "tabby" in page.text
 
 
+def test_a_file_overwritten_since_the_run_is_not_served_as_the_old_image(client, tmp_path, web_library):
+    photos = tmp_path / "lib" / "photos"
+    sha = sha_of(photos / "page.png")
+    assert client.get(f"/image/{sha}").status_code == 200
+    (photos / "coffee.jpg").replace(photos / "page.png")  # other bytes at the known path
+    assert client.get(f"/image/{sha}").status_code == 404
+    assert client.get(f"/thumb/{sha}").status_code == 404  # no preview was made before: none is made now
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -10,7 +10,6 @@ Every query is bounded: `LIMIT`, `id < cursor` (never OFFSET), and an index behi
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections import Counter
@@ -307,21 +306,6 @@ def is_image(store: Store, sha256: str) -> bool:
     """Whether this content is an image in the database (only those are ever served)."""
     with store.read() as session:
         return session.exec(select(ImageRow.id).where(ImageRow.sha256 == sha256)).first() is not None
-
-
-def image_source(store: Store, sha256: str) -> Path | None:
-    """A file that holds this image's content now (same size as stored), or None when every path is gone."""
-    with store.read() as session:
-        size = session.exec(select(ImageRow.size_bytes).where(ImageRow.sha256 == sha256)).first()
-    if size is None:
-        return None
-    for path in store.paths_of(sha256):
-        try:
-            if os.stat(path).st_size == size:
-                return Path(path)
-        except OSError:
-            continue
-    return None
 
 
 def count_records(store: Store, filters: GalleryFilter = GalleryFilter()) -> int:

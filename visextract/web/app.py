@@ -85,11 +85,13 @@ def create_app(config: WebConfig, store: Store | None = None) -> FastAPI:
     """The web app over the database at `config.db` (which must exist: serving never creates one)."""
     from visextract.extractor import default_artifacts_dir
     from visextract.query import open_store
+    from visextract.store.readonly_sql import warn_about_privileges
     from visextract.web import api, media, pages
 
     if not is_loopback(config.host) and not config.token:
         raise ValueError("a token is required to serve off loopback: use WebConfig.with_token()")
     store = store or open_store(config.db)
+    warn_about_privileges(store.url)
     refresh_statistics(store)
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True)
     templates = Jinja2Templates(env=environment)

@@ -5,6 +5,7 @@ Only images in the database are served, found by their sha256; no URL ever takes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
-from visextract.store.browse import image_source, is_image
+from visextract.store.browse import is_image
 from visextract.web.app import Context, WebContext
 from visextract.web.params import Sha256
 
@@ -23,10 +24,21 @@ router = APIRouter()
 
 @router.get("/image/{sha256}")
 def original(sha: Sha256, ctx: Context) -> FileResponse:
-    source = image_source(ctx.store, sha)
-    if source is None:
+    if not is_image(ctx.store, sha):  # a known file that never decoded is not an image: never served
+        raise HTTPException(404, "no such image")
+    source = ctx.store.image_source(sha)
+    if source is None or not holds(source, sha):
         raise HTTPException(404, "the image file is missing (no path holds this content any more)")
     return FileResponse(source, headers={"ETag": f'"{sha}"', "Cache-Control": "private, max-age=3600"})
+
+
+def holds(path: Path, sha: str) -> bool:
+    """Whether the file still holds that content (it may have been overwritten since the last run)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha
+    except OSError:
+        return False
 
 
 @router.get("/thumb/{sha256}")
@@ -51,11 +63,11 @@ def make_thumbnail(ctx: WebContext, sha: str, target: Path) -> bytes:
     from visextract.images import ImageLoadError
     from visextract.thumbnails import thumbnail_jpeg
 
-    source = image_source(ctx.store, sha)
+    source = ctx.store.image_source(sha)
     if source is None:
         raise HTTPException(404, "the image file is missing (no path holds this content any more)")
     try:
-        jpeg = thumbnail_jpeg(source, THUMB_SIDE)
+        jpeg = thumbnail_jpeg(source, THUMB_SIDE, sha256=sha)
     except ImageLoadError as exc:
         raise HTTPException(404, f"cannot make a preview: {exc}") from None
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -118,5 +118,5 @@ def record_view(ctx: WebContext, sha: str, record: dict[str, Any]) -> dict[str, 
         "field_boxes": {name: evidence_ids(p) for name, p in (record["provenance"] or {}).items()},
         "form": form_fields(schema_json or {}, record["data"]),
         "history": history,
-        "file_present": record["sha256"] is not None and browse.image_source(ctx.store, sha) is not None,
+        "file_present": record["sha256"] is not None and ctx.store.image_source(sha) is not None,
     }

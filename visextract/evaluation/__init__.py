@@ -1,0 +1,121 @@
+"""Measuring extraction quality against gold labels (`visextract eval`).
+
+    import visextract as vx
+    report = vx.evaluate("gold.jsonl", db="sqlite:///photos.db", schema="scene")
+    print(report.fields["labels"].f1, report.review_flag.precision, report.images.unmatched)
+    both = vx.evaluate("gold.jsonl", db="sqlite:///run-a.db", against="sqlite:///run-b.db")
+    print(both.difference.fields["text"].cer)       # negative: the second run reads text better
+
+gold.py parses and checks the gold file, matching.py finds each entry's record, metrics.py scores the
+fields, report.py holds the typed results.
+"""
+
+from __future__ import annotations
+
+from typing import overload
+
+from visextract.errors import UsageError
+from visextract.evaluation.gold import Gold, GoldSource, field_kinds, read_gold
+from visextract.evaluation.matching import match_gold
+from visextract.evaluation.metrics import FieldTally, ReviewFlagTally
+from visextract.evaluation.report import (
+    EvaluationComparison,
+    EvaluationReport,
+    FieldScores,
+    ImageCounts,
+    Scores,
+    compare,
+)
+from visextract.schemas.base import RecordSchema
+from visextract.store import Store
+
+__all__ = ["EvaluationComparison", "EvaluationReport", "FieldScores", "Scores", "evaluate"]
+
+
+@overload
+def evaluate(
+    gold: GoldSource, db: str | None = None, schema: str | None = None, against: None = None
+) -> EvaluationReport: ...
+@overload
+def evaluate(gold: GoldSource, db: str | None, schema: str | None, against: str) -> EvaluationComparison: ...
+@overload
+def evaluate(
+    gold: GoldSource, db: str | None = None, schema: str | None = None, *, against: str
+) -> EvaluationComparison: ...
+
+
+def evaluate(
+    gold: GoldSource, db: str | None = None, schema: str | None = None, against: str | None = None
+) -> EvaluationReport | EvaluationComparison:
+    """Score the current records of `db` against gold labels.
+
+    `gold` is a GOLD.jsonl path (one `{"path" or "sha256": ..., "data": {...}}` a line) or those entries
+    as dicts. `schema` names the record schema; it may be left out when the database has only one.
+    With `against`, the second database is scored on the same gold and an EvaluationComparison
+    (both reports and their difference) is returned. Neither database is created or changed.
+    """
+    from visextract.config import Settings
+    from visextract.query import open_store
+
+    store = open_store(db or Settings().db)
+    record_schema = schema_in(store, schema)
+    entries = read_gold(gold, record_schema)
+    report = score(store, record_schema, entries)
+    if against is None:
+        return report
+    other = open_store(against)
+    return compare(report, score(other, schema_in(other, record_schema.name), entries))
+
+
+def schema_in(store: Store, name: str | None) -> RecordSchema:
+    """The latest stored version of schema `name`, or of the only schema when `name` is None."""
+    from visextract.store.store import stored_schema
+
+    latest = {row.name: row for row in store.schema_versions()}  # in creation order: the last one wins
+    if name is None:
+        if len(latest) == 1:
+            name = next(iter(latest))
+        elif not latest:
+            raise UsageError(f"no records in {store.safe_url}: extract some first with `visextract run`")
+        else:
+            raise UsageError(f"{store.safe_url} has records of several schemas ({', '.join(sorted(latest))}): "
+                             "pass --schema NAME")  # fmt: skip
+    if name not in latest:
+        known = ", ".join(sorted(latest)) or "none"
+        raise UsageError(f"no records of schema {name!r} in {store.safe_url} (its schemas: {known})")
+    return stored_schema(latest[name])
+
+
+def score(store: Store, schema: RecordSchema, gold: Gold) -> EvaluationReport:
+    """Match the gold entries to the records of `store` and score every field the gold gives."""
+    kinds = field_kinds(schema)
+    matches = match_gold(store, schema.name, gold)
+    given = dict.fromkeys(name for entry in gold.entries for name in entry.data)
+    tallies = {name: FieldTally(kinds.get(name, "other")) for name in sorted(given, key=schema.field_names.index)}
+    by_source: dict[str, dict[str, FieldTally]] = {name: {} for name in tallies}
+    review_flag = ReviewFlagTally()
+    for entry, record in matches.pairs:
+        for name, truth in entry.data.items():
+            provenance = record.provenance.get(name) or {}
+            extracted = record.data.get(name)
+            correct = tallies[name].add(truth, extracted)
+            source = provenance.get("source") or "none"
+            by_source[name].setdefault(source, FieldTally(tallies[name].kind)).add(truth, extracted)
+            review_flag.add(provenance.get("verified") is False, correct)
+    fields = {
+        name: FieldScores(
+            **tally.scores().model_dump(exclude_unset=True),
+            type=tally.kind,
+            by_source={source: t.scores() for source, t in sorted(by_source[name].items())},
+        )
+        for name, tally in tallies.items()
+    }
+    images = ImageCounts(
+        gold=len(gold.entries),
+        matched=len(matches.pairs),
+        unmatched=[entry.key for entry, _ in matches.unmatched],
+        unmatched_reasons=[reason for _, reason in matches.unmatched],
+    )
+    return EvaluationReport(
+        schema=schema.name, images=images, fields=fields, review_flag=review_flag.scores(), db=store.safe_url
+    )

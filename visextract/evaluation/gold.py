@@ -25,6 +25,7 @@ GoldSource = str | PathLike[str] | Iterable[Mapping[str, Any]]
 """A gold file's path, or the gold entries themselves as dicts."""
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_ON_LINE_1 = re.compile(r" at line 1 column")  # the parser sees one line at a time
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def read_gold(source: GoldSource, schema: RecordSchema) -> Gold:
         try:
             with open(path, encoding="utf-8") as handle:
                 entries = [
-                    _parse(line_model, schema, f"{name} line {number}", number, text)
+                    _parse(line_model, schema, f"{name} line {number}", number, text.strip())
                     for number, text in enumerate(handle, start=1)
                     if text.strip()
                 ]
@@ -79,8 +80,10 @@ def read_gold(source: GoldSource, schema: RecordSchema) -> Gold:
                 raise UsageError(f"gold entry {number}: not JSON data ({exc})") from None
             entries.append(_parse(line_model, schema, f"gold entry {number}", number, text))
     if not entries:
-        example = json.dumps({"path": "photos/cat.jpg", "data": {schema.field_names[0]: "..."}})
-        raise UsageError(f"{name} has no gold entries: write one JSON object a line, e.g. {example}")
+        raise UsageError(
+            f'{name} has no gold entries: write one JSON object a line, {{"path": "photos/cat.jpg", "data": '
+            f'{{"<field>": <true value>, ...}}}} (fields of {schema.name!r}: {_names(schema)})'
+        )
     return Gold(entries, folder, name)
 
 
@@ -156,7 +159,8 @@ def _why(exc: ValidationError, schema: RecordSchema) -> str:
     error = exc.errors(include_url=False)[0]
     loc, kind, message = error["loc"], error["type"], error["msg"]
     if kind == "json_invalid":
-        return f"not valid JSON ({error.get('ctx', {}).get('error', message)})"
+        why = str(error.get("ctx", {}).get("error", message))
+        return f"not valid JSON ({_ON_LINE_1.sub(' at column', why)})"
     if not loc:
         return 'expected a JSON object like {"path": "...", "data": {...}}'
     if loc[0] in ("path", "sha256"):

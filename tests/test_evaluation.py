@@ -86,10 +86,11 @@ LISTING_GOLD = [  # the truth, by file name
 
 
 @pytest.fixture
-def listing_db(server, photos: Path, tmp_path: Path) -> str:
-    db = f"sqlite:///{tmp_path / 'listing.db'}"
-    extract_one_by_one(db, Listing, ["colors"], server, {photos / name: data for name, data in LISTINGS.items()})
-    return db
+def listing_db(server, photos: Path, any_db: str) -> str:
+    """The four photos' listings as the LLM gave them, in SQLite and in PostgreSQL."""
+    answers = {photos / name: data for name, data in LISTINGS.items()}
+    extract_one_by_one(any_db, Listing, ["colors"], server, answers)
+    return any_db
 
 
 def test_every_field_type_is_scored_as_worked_out_by_hand(listing_db, tmp_path):
@@ -274,8 +275,8 @@ def test_against_scores_a_second_database_side_by_side(mixed_db, tools_db, tmp_p
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """Real photos in a folder tree with one file name used twice for different photos, and one photo
-    stored twice under the same name (same bytes), extracted with the colours tool."""
+    """Real photos in a folder tree with one file name used twice for different photos, one photo stored
+    twice under the same name (same bytes), and a file that is not an image, extracted with the colours tool."""
     folder = tmp_path_factory.mktemp("layout")
     save_sample("astronaut", folder / "astronaut.png")
     (folder / "nested").mkdir()
@@ -286,8 +287,10 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     for sub in ("copy1", "copy2"):
         (folder / sub).mkdir()
         save_sample("page", folder / sub / "page.png")  # "page.png" names one image twice
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     db = f"sqlite:///{folder / 'layout.db'}"
-    assert vx.Extractor(settings=settings(db), tools=["colors"], llm=None).run(folder).processed == 5
+    summary = vx.Extractor(settings=settings(db), tools=["colors"], llm=None).run(folder)
+    assert (summary.processed, summary.failed) == (5, 1)
     return db, folder
 
 
@@ -299,15 +302,16 @@ def test_gold_matches_by_sha256_absolute_path_relative_path_and_unique_file_name
     db, folder = layout
     gold = write_gold(
         folder / "gold.jsonl",  # relative paths are taken from the gold file's folder
-        {"sha256": sha256_of(folder / "a" / "photo.png"), "data": {"face_count": None}},
+        {"sha256": sha256_of(folder / "astronaut.png"), "data": {"face_count": None}},
         {"path": str(folder / "b" / "photo.png"), "data": {"face_count": None}},
-        {"path": "nested/rocket.jpg", "data": {"face_count": None}},
-        {"path": "/somewhere/else/astronaut.png", "data": {"face_count": None}},  # by its unique file name
+        {"path": "a/photo.png", "data": {"face_count": None}},  # its file name alone is ambiguous
+        {"path": "/somewhere/else/rocket.jpg", "data": {"face_count": None}},  # by its unique file name
         {"path": "page.png", "data": {"face_count": None}},  # two paths, one image: unique
+        {"path": "broken.jpg", "data": {"face_count": 0}},  # its record failed: no value, so wrong
     )
     report = vx.evaluate(gold, db=db)
-    assert (report.images.gold, report.images.matched, report.images.unmatched) == (5, 5, [])
-    assert report.fields["face_count"].n == 5
+    assert (report.images.gold, report.images.matched, report.images.unmatched) == (6, 6, [])
+    assert (report.fields["face_count"].n, report.fields["face_count"].accuracy) == (6, 5 / 6)
 
 
 def test_an_ambiguous_file_name_or_an_unknown_image_is_listed_as_unmatched(layout, tmp_path):

@@ -64,7 +64,7 @@ class Listing(BaseModel):
 LISTINGS = {  # what the (scripted) LLM extracts from each photo
     "astronaut.png": {"title": "Space Suit", "count": 1, "price": 10.0, "tags": ["suit", "helmet", "boots"],
                       "in_stock": True, "size": "large"},
-    "chelsea.png": {"title": "tabby cat", "count": 2, "price": 4.5, "tags": ["cat"], "in_stock": False,
+    "chelsea.png": {"title": "tabby cat", "count": 2, "price": 4.5, "tags": ["tabby", "cat"], "in_stock": False,
                     "size": "small"},
     "coffee.jpg": {"title": None, "count": 0, "price": None, "tags": ["cup", "saucer", "spoon"], "in_stock": True,
                    "size": "medium"},
@@ -75,7 +75,7 @@ LISTINGS = {  # what the (scripted) LLM extracts from each photo
 LISTING_GOLD = [  # the truth, by file name
     {"path": "astronaut.png", "data": {"title": "space  suit", "count": 1, "price": 12.5,
                                        "tags": ["Suit", "helmet", "visor"], "in_stock": True, "size": "large"}},
-    {"path": "chelsea.png", "data": {"title": "tabby cat!", "count": 3, "price": 4.5, "tags": ["cat"],
+    {"path": "chelsea.png", "data": {"title": "tabby cat!", "count": 3, "price": 4.5, "tags": ["Cat", "tabby"],
                                      "in_stock": True, "size": "small"}},
     {"path": "coffee.jpg", "data": {"title": "coffee", "count": None, "price": None, "tags": ["cup", "mug"],
                                     "in_stock": False, "size": "medium"}},
@@ -117,13 +117,13 @@ def test_every_field_type_is_scored_as_worked_out_by_hand(listing_db, tmp_path):
     assert fields["price"].accuracy == 3 / 4
     assert fields["price"].mae == pytest.approx((2.5 + 0 + 0) / 3)
     # tags as sets: astronaut {suit, helmet, visor} vs {suit, helmet, boots}: TP 2, FP 1, FN 1;
-    # chelsea {cat} = {cat}: TP 1; coffee {cup, mug} vs {cup, saucer, spoon}: TP 1, FP 2, FN 1;
-    # page [] vs null: wrong (a value against null) but no items either way
-    tp, fp, fn = 2 + 1 + 1, 1 + 2, 1 + 1
+    # chelsea [Cat, tabby] = [tabby, cat] as sets, without case: TP 2; coffee {cup, mug} vs {cup, saucer,
+    # spoon}: TP 1, FP 2, FN 1; page [] vs null: wrong (a value against null) but no items either way
+    tp, fp, fn = 2 + 2 + 1, 1 + 0 + 2, 1 + 0 + 1
     assert fields["tags"].accuracy == 1 / 4
-    assert fields["tags"].precision == pytest.approx(tp / (tp + fp))  # 4/7
-    assert fields["tags"].recall == pytest.approx(tp / (tp + fn))  # 4/6
-    assert fields["tags"].f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))  # 8/13
+    assert fields["tags"].precision == pytest.approx(tp / (tp + fp))  # 5/8
+    assert fields["tags"].recall == pytest.approx(tp / (tp + fn))  # 5/7
+    assert fields["tags"].f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))  # 10/15
     # in_stock: True=True right, True vs False wrong, False vs True wrong, null=null right
     assert fields["in_stock"].accuracy == 2 / 4
     # size: three equal, "large" vs null wrong
@@ -155,7 +155,7 @@ def test_json_output_is_exactly_the_documented_shape(listing_db, tmp_path, cli):
     }  # fmt: skip
     assert {name: set(f) for name, f in report["fields"].items()} == expected_keys
     tags = report["fields"]["tags"]
-    assert (tags["n"], tags["accuracy"], tags["precision"], tags["recall"]) == (4, 0.25, 4 / 7, 4 / 6)
+    assert (tags["n"], tags["accuracy"], tags["precision"], tags["recall"]) == (4, 0.25, 5 / 8, 5 / 7)
     assert set(tags["by_source"]["llm"]) == {"n", "accuracy", "precision", "recall", "f1"}
     assert report["fields"]["title"]["cer"] == pytest.approx(7 / 26)
 
@@ -167,7 +167,7 @@ def test_the_table_shows_each_field_its_sources_and_the_unmatched_entries(listin
     lines = result.stdout.splitlines()
     assert "listing: 4 of 5 gold images matched" in lines[0]
     (tags,) = [line for line in lines if "│ tags" in line]
-    assert [cell.strip() for cell in tags.split("│")[2:8]] == ["list", "4", "0.250", "0.571", "0.667", "0.615"]
+    assert [cell.strip() for cell in tags.split("│")[2:8]] == ["list", "4", "0.250", "0.625", "0.714", "0.667"]
     assert "review flag (verified: false): precision - (0 of 0 flagged fields were wrong)" in result.stdout
     assert "recall 0.000 (0 of 12 wrong fields were flagged)" in result.stdout
     assert "not-extracted.png: no record of this image" in result.stdout

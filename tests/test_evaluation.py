@@ -373,6 +373,8 @@ def test_gold_can_be_given_as_dicts_from_python(layout):
          "(its fields: labels, face_count, text, dominant_colors)"),
         (["", '{"path": "a.png", "data": {"face_count": "three"}}'],
          "gold.jsonl line 2: field 'face_count': input should be a valid integer, got \"three\""),
+        (['{"path": "a.png", "data": {"face_count": "3"}}'],  # JSON types, no coercion
+         "gold.jsonl line 1: field 'face_count': input should be a valid integer, got \"3\""),
         (['{"path": "a.png", "data": {"labels": ["cat", 3]}}'],
          "gold.jsonl line 1: field 'labels'[1]: input should be a valid string, got 3"),
         (['{"path": "a.png", "data": {"face_count": -1}}'],

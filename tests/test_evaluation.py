@@ -287,6 +287,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     for sub in ("copy1", "copy2"):
         (folder / sub).mkdir()
         save_sample("page", folder / sub / "page.png")  # "page.png" names one image twice
+    save_sample("page", folder / "copy2" / "page-copy.png")  # and the same image a third time
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     db = f"sqlite:///{folder / 'layout.db'}"
     summary = vx.Extractor(settings=settings(db), tools=["colors"], llm=None).run(folder)
@@ -312,6 +313,13 @@ def test_gold_matches_by_sha256_absolute_path_relative_path_and_unique_file_name
     report = vx.evaluate(gold, db=db)
     assert (report.images.gold, report.images.matched, report.images.unmatched) == (6, 6, [])
     assert (report.fields["face_count"].n, report.fields["face_count"].accuracy) == (6, 5 / 6)
+
+
+def test_every_path_of_a_duplicate_image_finds_its_record(layout, tmp_path):
+    db, folder = layout
+    for path in (folder / "copy1" / "page.png", folder / "copy2" / "page.png", folder / "copy2" / "page-copy.png"):
+        gold = write_gold(tmp_path / "gold.jsonl", {"path": str(path), "data": {"face_count": None}})
+        assert vx.evaluate(gold, db=db).images.matched == 1, path
 
 
 def test_an_ambiguous_file_name_or_an_unknown_image_is_listed_as_unmatched(layout, tmp_path):

@@ -184,10 +184,10 @@ SCENE_ANSWERS = {
 
 
 @pytest.fixture
-def mixed_db(server, photos: Path, tmp_path: Path) -> str:
+def mixed_db(server, photos: Path, any_db: str) -> str:
     """Two photos answered by the LLM (cross-checked against classifier, faces and colours) and one made
-    by the tools alone."""
-    db = f"sqlite:///{tmp_path / 'mixed.db'}"
+    by the tools alone, in SQLite and in PostgreSQL."""
+    db = any_db
     tools = ["classifier", "faces", "colors"]
     ex = extract_one_by_one(db, "scene", tools, server, {photos / n: a for n, a in SCENE_ANSWERS.items()})
     vx.Extractor(settings=settings(db), tools=tools, llm=None).run(photos / "chelsea.png")

@@ -89,27 +89,30 @@ def schema_in(store: Store, name: str | None) -> RecordSchema:
 def score(store: Store, schema: RecordSchema, gold: Gold) -> EvaluationReport:
     """Match the gold entries to the records of `store` and score every field the gold gives."""
     kinds = field_kinds(schema)
-    matches = match_gold(store, schema.name, gold)
-    given = dict.fromkeys(name for entry in gold.entries for name in entry.data)
-    tallies = {name: FieldTally(kinds.get(name, "other")) for name in sorted(given, key=schema.field_names.index)}
-    by_source: dict[str, dict[str, FieldTally]] = {name: {} for name in tallies}
+    given = list(dict.fromkeys(name for entry in gold.entries for name in entry.data))
+    matches = match_gold(store, schema.name, gold, given)
+    names = sorted(given, key=schema.field_names.index)
+    by_source: dict[str, dict[str, FieldTally]] = {name: {} for name in names}
     review_flag = ReviewFlagTally()
+    position = {name: 2 * i for i, name in enumerate(given)}  # of its source in Extracted.flags
     for entry, record in matches.pairs:
         for name, truth in entry.data.items():
-            provenance = record.provenance.get(name) or {}
-            extracted = record.data.get(name)
-            correct = tallies[name].add(truth, extracted)
-            source = provenance.get("source") or "none"
-            by_source[name].setdefault(source, FieldTally(tallies[name].kind)).add(truth, extracted)
-            review_flag.add(provenance.get("verified") is False, correct)
-    fields = {
-        name: FieldScores(
-            **tally.scores().model_dump(exclude_unset=True),
-            type=tally.kind,
-            by_source={source: t.scores() for source, t in sorted(by_source[name].items())},
+            source, verified = record.flags[position[name]], record.flags[position[name] + 1]
+            tally = by_source[name].get(source or "none")
+            if tally is None:
+                tally = by_source[name][source or "none"] = FieldTally(kinds[name])
+            correct = tally.add(truth, record.data.get(name))
+            review_flag.add(verified is False, correct)
+    fields = {}
+    for name in names:
+        total = FieldTally(kinds[name])
+        for tally in by_source[name].values():
+            total = total.merge(tally)
+        fields[name] = FieldScores(
+            **total.scores().model_dump(exclude_unset=True),
+            type=total.kind,
+            by_source={source: tally.scores() for source, tally in sorted(by_source[name].items())},
         )
-        for name, tally in tallies.items()
-    }
     images = ImageCounts(
         gold=len(gold.entries),
         matched=len(matches.pairs),

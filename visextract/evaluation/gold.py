@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NotRequired, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from visextract.errors import UsageError
 from visextract.evaluation.report import FieldKind
@@ -54,37 +55,37 @@ class Gold:
 
 def read_gold(source: GoldSource, schema: RecordSchema) -> Gold:
     """Parse and check gold entries against `schema`; UsageError naming the line for the first bad one."""
-    line_model = _line_model(schema)
     if isinstance(source, str | PathLike):
         path = Path(source).expanduser()
         if not path.exists():
             raise UsageError(f"gold file {path} does not exist")
         if not path.is_file():
             raise UsageError(f"gold file {path} is not a file")
-        name, folder = str(source), path.absolute().parent
+        name, folder, where = str(source), path.absolute().parent, f"{source} line"
         try:
             with open(path, encoding="utf-8") as handle:
-                entries = [
-                    _parse(line_model, schema, f"{name} line {number}", number, text.strip())
-                    for number, text in enumerate(handle, start=1)
-                    if text.strip()
-                ]
+                lines = [(number, text.strip()) for number, text in enumerate(handle, start=1) if text.strip()]
         except UnicodeDecodeError as exc:
             raise UsageError(f"gold file {path} is not UTF-8 text ({exc.reason})") from None
     else:
-        name, folder, entries = "gold", None, []
+        name, folder, where, lines = "gold", None, "gold entry", []
         for number, item in enumerate(source, start=1):
             try:
-                text = json.dumps(item, ensure_ascii=False)
+                lines.append((number, json.dumps(item, ensure_ascii=False)))
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"gold entry {number}: not JSON data ({exc})") from None
-            entries.append(_parse(line_model, schema, f"gold entry {number}", number, text))
-    if not entries:
+    if not lines:
         raise UsageError(
             f'{name} has no gold entries: write one JSON object a line, {{"path": "photos/cat.jpg", "data": '
             f'{{"<field>": <true value>, ...}}}} (fields of {schema.name!r}: {_names(schema)})'
         )
-    return Gold(entries, folder, name)
+    checker = _GoldChecker(schema)
+    parsed = checker.validate_all(lines, where)
+    return Gold(
+        [checker.entry(number, line, f"{where} {number}") for (number, _), line in zip(lines, parsed, strict=True)],
+        folder,
+        name,
+    )
 
 
 def field_kinds(schema: RecordSchema) -> dict[str, FieldKind]:
@@ -115,43 +116,63 @@ def _kind(prop: dict[str, Any], definitions: dict[str, Any]) -> FieldKind:
     }.get(kind or "", "other")  # type: ignore[return-value]
 
 
-def _line_model(schema: RecordSchema) -> type[BaseModel]:
-    """A model for one gold line: optional path/sha256, and `data` with every field optional and nullable
-    but typed as in the schema (constraints included), strict, no other fields."""
-    data_fields: dict[str, Any] = {}
-    for name, info in schema.model.model_fields.items():
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        data_fields[name] = (Optional[annotation], None)  # noqa: UP045 (annotation is a runtime value)
-    data = create_model(
-        f"{schema.model.__name__}Gold", __config__=ConfigDict(extra="forbid", strict=True), **data_fields
-    )
-    return create_model(
-        "GoldLine",
-        __config__=ConfigDict(extra="ignore", strict=True),
-        path=(Optional[str], None),  # noqa: UP045
-        sha256=(Optional[str], None),  # noqa: UP045
-        data=(data, ...),
-    )
+class _GoldChecker:
+    """Validates gold lines against the schema: all lines at once (fast), or one by one to name the first
+    bad line. Each line is a dict `{"path"?, "sha256"?, "data": {field: value}}` with the schema's field
+    types (constraints included), every field optional and nullable, strict JSON types, no other field."""
 
+    def __init__(self, schema: RecordSchema) -> None:
+        self.schema = schema
+        data_fields: dict[str, Any] = {}
+        self.as_json: dict[str, TypeAdapter[Any]] = {}  # fields whose validated values are Python objects
+        properties = schema.json_schema.get("properties", {})
+        for name, info in schema.model.model_fields.items():
+            annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            data_fields[name] = NotRequired[Optional[annotation]]  # noqa: UP045 (a runtime value)
+            if "$ref" in json.dumps(properties.get(name, {})):  # enums, nested models
+                self.as_json[name] = TypeAdapter(Optional[annotation])  # noqa: UP045
+        data = TypedDict(f"{schema.model.__name__}Gold", data_fields)  # type: ignore[misc]
+        data.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
+        line = TypedDict(  # type: ignore[misc]  # noqa: UP013 (data is built at run time)
+            "GoldLine",
+            {"path": NotRequired[Optional[str]], "sha256": NotRequired[Optional[str]], "data": data},  # noqa: UP045
+        )
+        line.__pydantic_config__ = ConfigDict(extra="ignore", strict=True)  # type: ignore[attr-defined]
+        self.line = TypeAdapter(line)
+        self.lines = TypeAdapter(list[line])  # type: ignore[valid-type]
 
-def _parse(line_model: type[BaseModel], schema: RecordSchema, where: str, number: int, text: str) -> GoldEntry:
-    try:
-        parsed = line_model.model_validate_json(text)
-    except ValidationError as exc:
-        raise UsageError(f"{where}: {_why(exc, schema)}") from None
-    path, sha256, data = parsed.path, parsed.sha256, parsed.data  # type: ignore[attr-defined]
-    if path is None and sha256 is None:
-        raise UsageError(f'{where}: needs "path" or "sha256" to name its image')
-    if path is not None and not path.strip():
-        raise UsageError(f'{where}: "path" is empty')
-    if sha256 is not None:
-        sha256 = sha256.lower()
-        if not _SHA256.fullmatch(sha256):
-            raise UsageError(f'{where}: "sha256" must be 64 hexadecimal digits, got {parsed.sha256!r}')  # type: ignore[attr-defined]
-    if not data.model_fields_set:
-        raise UsageError(f'{where}: "data" gives no field to score (fields of {schema.name!r}: {_names(schema)})')
-    values = data.model_dump(mode="json", include=data.model_fields_set)
-    return GoldEntry(line=number, path=path, sha256=sha256, data=values)
+    def validate_all(self, lines: list[tuple[int, str]], where: str) -> list[dict[str, Any]]:
+        """Every line, validated in one pass; on any problem, line by line to report the first bad one."""
+        try:
+            parsed = self.lines.validate_json("[" + ",".join(text for _, text in lines) + "]")
+            if len(parsed) == len(lines):  # a line holding two objects would shift the count
+                return parsed
+        except ValidationError:
+            pass
+        for number, text in lines:
+            try:
+                self.line.validate_json(text)
+            except ValidationError as exc:
+                raise UsageError(f"{where} {number}: {_why(exc, self.schema)}") from None
+        raise AssertionError("gold lines validate one by one but not together")
+
+    def entry(self, number: int, line: dict[str, Any], where: str) -> GoldEntry:
+        path, sha256, data = line.get("path"), line.get("sha256"), line["data"]
+        if path is None and sha256 is None:
+            raise UsageError(f'{where}: needs "path" or "sha256" to name its image')
+        if path is not None and not path.strip():
+            raise UsageError(f'{where}: "path" is empty')
+        if sha256 is not None:
+            sha256 = sha256.lower()
+            if not _SHA256.fullmatch(sha256):
+                raise UsageError(f'{where}: "sha256" must be 64 hexadecimal digits, got {line["sha256"]!r}')
+        if not data:
+            raise UsageError(f'{where}: "data" gives no field to score (fields of {self.schema.name!r}: '
+                             f"{_names(self.schema)})")  # fmt: skip
+        for name, adapter in self.as_json.items():
+            if name in data:
+                data[name] = adapter.dump_python(data[name], mode="json")
+        return GoldEntry(line=number, path=path, sha256=sha256, data=data)
 
 
 def _why(exc: ValidationError, schema: RecordSchema) -> str:

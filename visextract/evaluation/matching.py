@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from pydantic_core import from_json
+from sqlalchemy import ColumnElement, Text, TextClause, cast, text
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
@@ -22,15 +23,18 @@ from visextract.store import Store
 from visextract.store.tables import ImagePathRow, RecordRow
 
 _CHUNK = 500
+NO_RECORD = "no record of this image"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Extracted:
-    """What the current record holds for one image: its path, field values and their provenance."""
+    """What the current record holds for one image: its path, its field values, and for each scored field
+    (in the order asked for) its source (`tool:*`, `llm`, `human` or None) and its cross-check verdict
+    (True, False or None) side by side: `flags[2 * i]`, `flags[2 * i + 1]`."""
 
     path: str
     data: dict[str, Any]
-    provenance: dict[str, Any]
+    flags: tuple[Any, ...]
 
 
 @dataclass
@@ -41,33 +45,36 @@ class Matches:
     unmatched: list[tuple[GoldEntry, str]] = field(default_factory=list)
 
 
-def match_gold(store: Store, schema_name: str, gold: Gold) -> Matches:
-    """Pair each gold entry with the current record of `schema_name` for its image."""
-    index = _PathIndex(store, schema_name) if any(entry.path for entry in gold.entries) else None
-    subjects: list[str | None] = []
-    reasons: dict[int, str] = {}
-    for position, entry in enumerate(gold.entries):
-        subject, reason = None, "no record of this image"
-        if entry.sha256 is not None:
-            subject = entry.sha256
-        elif index is not None and entry.path is not None:
-            subject, reason = index.find(entry.path, gold)
-        subjects.append(subject)
-        reasons[position] = reason
-    records = _records(store, schema_name, {s for s in subjects if s is not None})
-    for position, entry in enumerate(gold.entries):  # a sha256 with no record: try the path too
-        if subjects[position] is not None and subjects[position] not in records and entry.path and index:
-            subject, reasons[position] = index.find(entry.path, gold)
-            if subject is not None:
-                records |= _records(store, schema_name, {subject})
-                subjects[position] = subject
+def match_gold(store: Store, schema_name: str, gold: Gold, fields: list[str]) -> Matches:
+    """Pair each gold entry with the current record of `schema_name` for its image (with the source and
+    verdict of `fields`)."""
+    entries = gold.entries
+    candidates = [list(_candidates(entry.path, gold)) if entry.path else [] for entry in entries]
+    at_path = _subjects_at(store, [path for paths in candidates for path in paths])
+    shas = {entry.sha256 for entry in entries if entry.sha256}
+    records = _records(store, schema_name, shas | set(at_path.values()), fields)
+    subjects: list[str | None] = [
+        next((s for s in [entry.sha256, *map(at_path.get, paths)] if s in records), None)
+        for entry, paths in zip(entries, candidates, strict=True)
+    ]
+    reasons = [NO_RECORD] * len(entries)
+    by_name = [i for i, entry in enumerate(entries) if subjects[i] is None and entry.path]
+    if by_name:  # the slow way, only for the entries that need it: every file name in the database
+        names = _subjects_by_file_name(store)
+        for i in by_name:
+            name = _file_name(entries[i].path or "")
+            found = names.get(name, set())
+            if len(found) == 1:
+                subjects[i] = next(iter(found))
+            elif found:
+                reasons[i] = f"the file name {name!r} is not unique: {len(found)} images have it (give the full path)"
+        records |= _records(store, schema_name, {s for i in by_name if (s := subjects[i])}, fields)
 
     matches = Matches()
     first_line: dict[str, int] = {}
-    for position, entry in enumerate(gold.entries):
-        subject = subjects[position]
+    for entry, subject, reason in zip(entries, subjects, reasons, strict=True):
         if subject is None or subject not in records:
-            matches.unmatched.append((entry, reasons[position]))
+            matches.unmatched.append((entry, reason))
             continue
         if subject in first_line:
             raise UsageError(
@@ -79,42 +86,8 @@ def match_gold(store: Store, schema_name: str, gold: Gold) -> Matches:
     return matches
 
 
-def _current(schema_name: str) -> list[ColumnElement[bool]]:
-    return [col(RecordRow.is_current), col(RecordRow.schema_name) == schema_name]
-
-
-class _PathIndex:
-    """Every path of every image with a current record of the schema: by absolute path and by file name."""
-
-    def __init__(self, store: Store, schema_name: str) -> None:
-        self.by_path: dict[str, str] = {}
-        self.by_name: dict[str, set[str]] = defaultdict(set)
-        with store.read() as session:
-            record_paths = session.exec(select(RecordRow.path, RecordRow.subject).where(*_current(schema_name)))
-            image_paths = session.exec(
-                select(ImagePathRow.path, RecordRow.subject)
-                .join(RecordRow, col(RecordRow.subject) == col(ImagePathRow.sha256))
-                .where(*_current(schema_name))
-            )
-            for path, subject in [*record_paths, *image_paths]:
-                self.by_path[path] = subject
-                self.by_name[os.path.basename(path)].add(subject)
-
-    def find(self, path: str, gold: Gold) -> tuple[str | None, str]:
-        """(the subject for this gold path, or None and why not)."""
-        for candidate in _candidates(path, gold):
-            if candidate in self.by_path:
-                return self.by_path[candidate], ""
-        name = os.path.basename(path)
-        subjects = self.by_name.get(name, set())
-        if len(subjects) == 1:
-            return next(iter(subjects)), ""
-        if subjects:
-            return None, f"the file name {name!r} is not unique: {len(subjects)} images have it (give the full path)"
-        return None, "no record of this image"
-
-
 def _candidates(path: str, gold: Gold) -> Iterable[str]:
+    """The absolute paths a gold path may mean."""
     expanded = os.path.expanduser(path)
     if os.path.isabs(expanded):
         yield os.path.normpath(expanded)
@@ -124,17 +97,61 @@ def _candidates(path: str, gold: Gold) -> Iterable[str]:
     yield os.path.abspath(expanded)
 
 
-def _records(store: Store, schema_name: str, subjects: set[str]) -> dict[str, Extracted]:
-    """The current records of these subjects (images' sha256, or `path:...` for unreadable files)."""
+def _file_name(path: str) -> str:
+    return path.rpartition(os.sep)[2]
+
+
+def _subject(path: str, sha256: str | None) -> str:
+    """A path's record subject: its content's sha256, or `path:<path>` for a file that could not be read."""
+    return sha256 or f"path:{path}"
+
+
+def _subjects_at(store: Store, paths: list[str]) -> dict[str, str]:
+    """{path: subject} for the paths the database knows."""
+    found: dict[str, str] = {}
+    wanted = sorted(set(paths))
+    with store.read() as session:
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = session.exec(select(ImagePathRow.path, ImagePathRow.sha256).where(col(ImagePathRow.path).in_(chunk)))
+            found |= {path: _subject(path, sha256) for path, sha256 in rows}
+    return found
+
+
+def _subjects_by_file_name(store: Store) -> dict[str, set[str]]:
+    """{file name: the subjects of every image found under that name}."""
+    names: dict[str, set[str]] = defaultdict(set)
+    with store.read() as session:
+        for path, sha256 in session.exec(select(ImagePathRow.path, ImagePathRow.sha256)):
+            names[_file_name(path)].add(_subject(path, sha256))
+    return names
+
+
+def _current(schema_name: str) -> list[ColumnElement[bool] | TextClause]:
+    # a bare `record.is_current` (not `= 1`) lets SQLite use the partial index on (subject, schema_name)
+    return [text("record.is_current"), col(RecordRow.schema_name) == schema_name]
+
+
+def _records(store: Store, schema_name: str, subjects: set[str], fields: list[str]) -> dict[str, Extracted]:
+    """The current records of these subjects (images' sha256, or `path:...` for unreadable files).
+
+    Only the scored fields' source and verdict are read from the provenance, by the database's JSON
+    functions: the provenance (evidence lists and all) is most of a record's bytes.
+    """
+    provenance = col(RecordRow.provenance)
+    columns = [
+        column
+        for name in fields
+        for column in (provenance[(name, "source")].as_string(), provenance[(name, "verified")].as_boolean())
+    ]
     found: dict[str, Extracted] = {}
     wanted = sorted(subjects)
     with store.read() as session:
         for start in range(0, len(wanted), _CHUNK):
-            rows = session.exec(
-                select(RecordRow.subject, RecordRow.path, RecordRow.data, RecordRow.provenance).where(
-                    *_current(schema_name), col(RecordRow.subject).in_(wanted[start : start + _CHUNK])
-                )
+            statement = select(RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text), *columns).where(
+                *_current(schema_name), col(RecordRow.subject).in_(wanted[start : start + _CHUNK])
             )
-            for subject, path, data, provenance in rows:
-                found[subject] = Extracted(path=path, data=data or {}, provenance=provenance or {})
+            for row in session.execute(statement):
+                data = row[2]
+                found[row[0]] = Extracted(row[1], from_json(data) if data and data != "null" else {}, tuple(row[3:]))
     return found

@@ -41,7 +41,10 @@ def normalise(value: Any) -> Any:
 
 def item_set(items: list[Any] | None) -> set[Any]:
     """A list's items as a set of normalised, hashable items (a null list is empty)."""
-    return {_hashable(normalise(item)) for item in items or ()}
+    return {
+        " ".join(item.casefold().split()) if isinstance(item, str) else _hashable(normalise(item))
+        for item in items or ()
+    }
 
 
 def _hashable(value: Any) -> Any:
@@ -59,7 +62,7 @@ def ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-@dataclass
+@dataclass(slots=True)
 class FieldTally:
     """Running counts for one field (or one source's share of it); `scores()` turns them into metrics."""
 
@@ -113,6 +116,13 @@ class FieldTally:
             return math.isclose(gold, extracted, rel_tol=1e-9, abs_tol=1e-9)
         return normalise(gold) == normalise(extracted)
 
+    def merge(self, other: FieldTally) -> FieldTally:
+        """Counts of both tallies (e.g. every source's share of a field -> the field)."""
+        return FieldTally(
+            self.kind,
+            *(getattr(self, name) + getattr(other, name) for name in _COUNTS),  # type: ignore[arg-type]
+        )
+
     def scores(self) -> Scores:
         metrics: dict[str, float | None] = {}
         if self.kind == "list":
@@ -127,6 +137,9 @@ class FieldTally:
         elif self.kind == "number":
             metrics = {"mae": ratio(self.absolute_error, self.number_pairs)}
         return Scores(n=self.n, accuracy=ratio(self.correct, self.n), **metrics)
+
+
+_COUNTS = [name for name in FieldTally.__dataclass_fields__ if name != "kind"]
 
 
 @dataclass

@@ -136,7 +136,8 @@ def main() -> None:
         assert report.images.matched == args.records, report.images
         load = os.getloadavg()[0]
         print(f"gold parsing and checking alone: {parse_cpu:.2f} s CPU")
-        print("evaluate rounds (wall / CPU): " + ", ".join(f"{w:.2f} / {c:.2f} s" for w, c in zip(walls, cpus)))
+        rounds = ", ".join(f"{w:.2f} / {c:.2f} s" for w, c in zip(walls, cpus, strict=True))
+        print(f"evaluate rounds (wall / CPU): {rounds}")
         seconds, cpu_seconds = statistics.median(walls), statistics.median(cpus)
         print(f"evaluate {args.records:,} gold lines: median {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU   "
               f"(target < {TARGET_SECONDS:.0f} s; load average {load:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip

@@ -38,12 +38,16 @@ def _report_table(report: EvaluationReport) -> Table:
     table.add_column("n", justify="right")
     for column in _COLUMNS:
         table.add_column(column, justify="right")
+    rows = []
     for name, scores in report.fields.items():
-        table.add_row(escape(name), scores.type, *_cells(scores, scores.type), style="bold")
+        rows.append((escape(name), scores.type, _cells(scores, scores.type), "bold"))
         if len(scores.by_source) > 1 or set(scores.by_source) - {"none"}:
             for source, share in scores.by_source.items():
-                table.add_row(f"  {escape(source)}", "", *_cells(share, scores.type), style="dim")
-    table.caption = "- : nothing to divide by (e.g. no gold characters for CER)"
+                rows.append((f"  {escape(source)}", "", _cells(share, scores.type), "dim"))
+    for label, kind, cells, style in rows:
+        table.add_row(label, kind, *cells, style=style)
+    if any("-" in cells for _, _, cells, _ in rows):
+        table.caption = "-: nothing to divide by (e.g. no gold characters for CER)"
     return table
 
 
@@ -68,7 +72,8 @@ def _review_flag_line(report: EvaluationReport) -> Text:
 def _unmatched(report: EvaluationReport, prefix: str) -> Iterator[Text]:
     images = report.images
     if images.unmatched:
-        yield Text(f"{prefix}{len(images.unmatched)} gold entries matched no record:", style="yellow")
+        count = len(images.unmatched)
+        yield Text(f"{prefix}{count} gold {'entry' if count == 1 else 'entries'} matched no record:", style="yellow")
     for key, reason in zip(images.unmatched, images.unmatched_reasons, strict=False):
         yield Text(f"  {key}: {reason}")
 

@@ -59,12 +59,12 @@ def evaluate(
 
     store = open_store(db or Settings().db)
     record_schema = schema_in(store, schema)
+    other = open_store(against) if against is not None else None
+    if other is not None:
+        schema_in(other, record_schema.name)  # it has records of this schema; both are scored as in `db`
     entries = read_gold(gold, record_schema)
     report = score(store, record_schema, entries)
-    if against is None:
-        return report
-    other = open_store(against)
-    return compare(report, score(other, schema_in(other, record_schema.name), entries))
+    return report if other is None else compare(report, score(other, record_schema, entries))
 
 
 def schema_in(store: Store, name: str | None) -> RecordSchema:

@@ -424,6 +424,11 @@ def test_several_schemas_need_schema_and_an_unknown_one_is_named(photos, tmp_pat
     result = cli("eval", gold, "--db", db, "--schema", "product", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"]["matched"] == 1
+    scene_only = f"sqlite:///{tmp_path / 'scene-only.db'}"
+    vx.Extractor(settings=settings(scene_only), tools=["colors"], llm=None).run(photos / "coffee.jpg")
+    result = cli("eval", gold, "--db", db, "--schema", "product", "--against", scene_only)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"no records of schema 'product' in {scene_only}" in result.stderr
 
 
 def test_eval_never_creates_a_database(tmp_path, cli):

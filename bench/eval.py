@@ -21,9 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from _synthetic import insert_images, sha256_of
+
 TARGET_SECONDS = 10.0
 COLORS = ["red", "blue", "green", "white", "black", "brown", "gray", "yellow"]
 TEXTS = [None, None, "OPEN 24 HOURS", "TOTAL 12.50 EUR", "Chapter one. It was a dark and stormy night"]
+
+
+def path_of(i: int) -> str:
+    return f"/photos/{i // 1000:03d}/{i:06d}.jpg"
 
 
 def record_values(i: int, labels: list[str]) -> tuple[dict, dict]:
@@ -62,7 +68,7 @@ def gold_line(i: int, labels: list[str], data: dict) -> dict:
     if rng.random() < 0.1:
         truth["dominant_colors"] = truth["dominant_colors"][:2]
     key = ("sha256", "path", "name")[i % 3]
-    name = {"sha256": f"{i:064x}", "path": f"/photos/{i // 1000:03d}/{i:06d}.jpg", "name": f"{i:06d}.jpg"}[key]
+    name = {"sha256": sha256_of(i), "path": path_of(i), "name": f"{i:06d}.jpg"}[key]
     return {key if key != "name" else "path": name, "data": truth}
 
 
@@ -70,7 +76,7 @@ def build(url: str, count: int, gold_path: Path) -> None:
     from visextract.local_models.bundled import imagenet_labels
     from visextract.schemas.scene import SCENE
     from visextract.store import Store
-    from visextract.store.tables import ImagePathRow, ImageRow, RecordRow, utc_now
+    from visextract.store.tables import RecordRow, utc_now
 
     store = Store(url)
     store.start_run(SCENE, {}, {"synthetic": count})
@@ -80,22 +86,12 @@ def build(url: str, count: int, gold_path: Path) -> None:
     with store.engine.begin() as connection, open(gold_path, "w") as gold:
         for start in range(0, count, chunk):
             ids = range(start + 1, min(count, start + chunk) + 1)
-            connection.execute(
-                ImageRow.__table__.insert(),
-                [{"id": i, "sha256": f"{i:064x}", "size_bytes": 1000, "width": 640, "height": 480, "format": "JPEG",
-                  "exif": {}, "created_at": now} for i in ids],
-            )  # fmt: skip
-            connection.execute(
-                ImagePathRow.__table__.insert(),
-                [{"path": f"/photos/{i // 1000:03d}/{i:06d}.jpg", "image_id": i, "sha256": f"{i:064x}",
-                  "seen_at": now} for i in ids],
-            )  # fmt: skip
+            insert_images(connection, ids, now, path_of)
             rows = []
             for i in ids:
                 data, provenance = record_values(i, labels)
-                rows.append({"id": i, "subject": f"{i:064x}", "image_id": i,
-                             "path": f"/photos/{i // 1000:03d}/{i:06d}.jpg", "schema_name": "scene",
-                             "schema_version": SCENE.version, "tools": {}, "tools_key": "",
+                rows.append({"id": i, "subject": sha256_of(i), "image_id": i, "path": path_of(i),
+                             "schema_name": "scene", "schema_version": SCENE.version, "tools": {}, "tools_key": "",
                              "status": "needs_review" if i % 11 == 0 else "ok", "complete": True, "data": data,
                              "provenance": provenance, "created_at": now, "is_current": True})  # fmt: skip
                 gold.write(json.dumps(gold_line(i, labels, data)) + "\n")

@@ -420,7 +420,7 @@ def test_several_schemas_need_schema_and_an_unknown_one_is_named(photos, tmp_pat
     assert result.exit_code == 2
     assert "has records of several schemas (product, scene): pass --schema NAME" in result.stderr
     result = cli("eval", gold, "--db", db, "--schema", "vehicle")
-    assert "no records of schema 'vehicle'" in result.stderr and "(its schemas: product, scene)" in result.stderr
+    assert "no records of schema 'vehicle'" in result.stderr and "(schemas here: scene, product)" in result.stderr
     result = cli("eval", gold, "--db", db, "--schema", "product", "--format", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"]["matched"] == 1

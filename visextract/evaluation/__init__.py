@@ -71,19 +71,16 @@ def schema_in(store: Store, name: str | None) -> RecordSchema:
     """The latest stored version of schema `name`, or of the only schema when `name` is None."""
     from visextract.store.store import stored_schema
 
-    latest = {row.name: row for row in store.schema_versions()}  # in creation order: the last one wins
+    names = store.schema_names()
     if name is None:
-        if len(latest) == 1:
-            name = next(iter(latest))
-        elif not latest:
+        if not names:
             raise UsageError(f"no records in {store.safe_url}: extract some first with `visextract run`")
-        else:
-            raise UsageError(f"{store.safe_url} has records of several schemas ({', '.join(sorted(latest))}): "
+        if len(names) > 1:
+            raise UsageError(f"{store.safe_url} has records of several schemas ({', '.join(sorted(names))}): "
                              "pass --schema NAME")  # fmt: skip
-    if name not in latest:
-        known = ", ".join(sorted(latest)) or "none"
-        raise UsageError(f"no records of schema {name!r} in {store.safe_url} (its schemas: {known})")
-    return stored_schema(latest[name])
+        name = names[0]
+    store.check_schema_name(name)
+    return stored_schema([row for row in store.schema_versions() if row.name == name][-1])
 
 
 def score(store: Store, schema: RecordSchema, gold: Gold) -> EvaluationReport:

@@ -14,16 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import ColumnElement, Text, TextClause, cast, text
+from sqlalchemy import Text, cast, text
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
 from visextract.evaluation.gold import Gold, GoldEntry
 from visextract.store import Store
+from visextract.store.paths import path_subject
 from visextract.store.tables import ImagePathRow, RecordRow
 
 _CHUNK = 500
 NO_RECORD = "no record of this image"
+_PRESENT = (col(ImagePathRow.missing_at).is_(None),)  # paths where a run last found a file
+# The records users see (`store.listed()`), written bare: SQLite then looks each subject up in the partial
+# index on current records instead of scanning every current record of the schema for each chunk.
+_LISTED = text("record.is_current AND NOT record.missing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,7 @@ def _file_name(path: str) -> str:
 
 def _subject(path: str, sha256: str | None) -> str:
     """A path's record subject: its content's sha256, or `path:<path>` for a file that could not be read."""
-    return sha256 or f"path:{path}"
+    return sha256 or path_subject(path)
 
 
 def _subjects_at(store: Store, paths: list[str]) -> dict[str, str]:
@@ -113,7 +118,9 @@ def _subjects_at(store: Store, paths: list[str]) -> dict[str, str]:
     with store.read() as session:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            rows = session.exec(select(ImagePathRow.path, ImagePathRow.sha256).where(col(ImagePathRow.path).in_(chunk)))
+            rows = session.exec(
+                select(ImagePathRow.path, ImagePathRow.sha256).where(col(ImagePathRow.path).in_(chunk), *_PRESENT)
+            )
             found |= {path: _subject(path, sha256) for path, sha256 in rows}
     return found
 
@@ -122,14 +129,9 @@ def _subjects_by_file_name(store: Store) -> dict[str, set[str]]:
     """{file name: the subjects of every image found under that name}."""
     names: dict[str, set[str]] = defaultdict(set)
     with store.read() as session:
-        for path, sha256 in session.exec(select(ImagePathRow.path, ImagePathRow.sha256)):
+        for path, sha256 in session.exec(select(ImagePathRow.path, ImagePathRow.sha256).where(*_PRESENT)):
             names[_file_name(path)].add(_subject(path, sha256))
     return names
-
-
-def _current(schema_name: str) -> list[ColumnElement[bool] | TextClause]:
-    # a bare `record.is_current` (not `= 1`) lets SQLite use the partial index on (subject, schema_name)
-    return [text("record.is_current"), col(RecordRow.schema_name) == schema_name]
 
 
 def _records(store: Store, schema_name: str, subjects: set[str], fields: list[str]) -> dict[str, Extracted]:
@@ -148,8 +150,9 @@ def _records(store: Store, schema_name: str, subjects: set[str], fields: list[st
     wanted = sorted(subjects)
     with store.read() as session:
         for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
             statement = select(RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text), *columns).where(
-                *_current(schema_name), col(RecordRow.subject).in_(wanted[start : start + _CHUNK])
+                _LISTED, col(RecordRow.schema_name) == schema_name, col(RecordRow.subject).in_(chunk)
             )
             for row in session.execute(statement):
                 data = row[2]

@@ -455,3 +455,87 @@ def test_a_database_made_elsewhere_is_matched_when_its_photos_move(tools_db, pho
                       {"path": "nested/rocket.jpg", "data": {"face_count": 0}})  # fmt: skip
     report = vx.evaluate(gold, db=tools_db)
     assert (report.images.matched, report.fields["face_count"].accuracy) == (2, 1.0)
+
+
+# ---- reviews turned into gold ---------------------------------------------------------------------------
+
+
+def review_by_hand(db: str, photo: Path, changes: dict, by: str = "ana") -> None:
+    """What a review stores (DESIGN.md, "Human review"), written through the Store: edited fields get the
+    human value and source, the others are accepted as verified, and `review` says who did it."""
+    from sqlmodel import col, select
+
+    from visextract.store import Store
+    from visextract.store.tables import RecordRow
+
+    store = Store(db)
+    with store.write() as session:
+        row = session.exec(select(RecordRow).where(RecordRow.path == str(photo), col(RecordRow.is_current))).one()
+        row.data = {**row.data, **changes}
+        row.provenance = {
+            name: {"source": "human", "evidence": [], "verified": True} if name in changes else {**p, "verified": True}
+            for name, p in row.provenance.items()
+        }
+        row.review = {"by": by, "at": "2026-11-23T12:00:00+00:00", "fields": sorted(changes)}
+        session.add(row)
+        session.commit()
+    store.close()
+
+
+def test_reviewed_records_export_as_gold_and_score_the_run_they_corrected(photos, tmp_path, cli):
+    db = f"sqlite:///{tmp_path / 'reviewed.db'}"
+    vx.Extractor(settings=settings(db), tools=["faces", "colors"], llm=None).run(
+        photos / "astronaut.png", photos / "chelsea.png", photos / "coffee.jpg"
+    )
+    review_by_hand(db, photos / "astronaut.png", {"labels": ["astronaut"], "face_count": 1})
+    review_by_hand(db, photos / "coffee.jpg", {})  # accepted as it was
+    result = cli("export", "--db", db, "--format", "gold", "-o", tmp_path / "gold.jsonl")
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 records" in result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "gold.jsonl").read_text().splitlines()]
+    assert lines == [
+        {
+            "path": str(photos / "astronaut.png"),
+            "sha256": sha256_of(photos / "astronaut.png"),
+            "data": {
+                "labels": ["astronaut"],
+                "face_count": 1,
+                "text": None,
+                "dominant_colors": lines[0]["data"]["dominant_colors"],
+            },
+        },
+        {
+            "path": str(photos / "coffee.jpg"),
+            "sha256": sha256_of(photos / "coffee.jpg"),
+            "data": {
+                "labels": None,
+                "face_count": 0,
+                "text": None,
+                "dominant_colors": lines[1]["data"]["dominant_colors"],
+            },
+        },
+    ]  # fmt: skip  (chelsea was not reviewed; the colours are the colour tool's, accepted)
+    assert lines[0]["data"]["dominant_colors"] and lines[1]["data"]["dominant_colors"]
+
+    report = vx.evaluate(tmp_path / "gold.jsonl", db=db)  # the reviewed run is right by definition
+    assert (report.images.matched, {f.accuracy for f in report.fields.values()}) == (2, {1.0})
+    assert set(report.fields["labels"].by_source) == {"human", "none"}  # astronaut edited, coffee: no labeller
+    # the run before the review, scored on the reviews: its labels were missing on the astronaut
+    before = f"sqlite:///{tmp_path / 'before.db'}"
+    vx.Extractor(settings=settings(before), tools=["faces", "colors"], llm=None).run(photos / "astronaut.png")
+    scored = vx.evaluate(tmp_path / "gold.jsonl", db=before)
+    assert scored.images.unmatched == [str(photos / "coffee.jpg")]
+    assert scored.fields["labels"].accuracy == 0.0 and scored.fields["face_count"].accuracy == 1.0
+
+
+def test_gold_export_needs_one_schema_and_current_records(photos, tmp_path, cli):
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    for schema in ("scene", "product"):
+        vx.Extractor(settings=settings(db), schema=schema, tools=["colors"], llm=None).run(photos / "coffee.jpg")
+    result = cli("export", "--db", db, "--format", "gold", "-o", tmp_path / "gold.jsonl")
+    assert result.exit_code == 2 and "a gold file holds one schema's records: pass --schema" in result.stderr
+    assert not (tmp_path / "gold.jsonl").exists()
+    result = cli("export", "--db", db, "--format", "gold", "--schema", "scene", "--all-versions")
+    assert result.exit_code == 2 and "leave out --all-versions" in result.stderr
+    result = cli("export", "--db", db, "--format", "gold", "--schema", "scene")
+    assert result.exit_code == 0 and result.stdout == ""  # nothing reviewed yet

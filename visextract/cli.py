@@ -427,7 +427,9 @@ def show(
 @app.command()
 @friendly_errors
 def export(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or gold (reviewed records, for eval).")
+    ] = "jsonl",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")] = None,
     db: DbOption = None,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
@@ -443,6 +445,8 @@ def export(
       visextract export --format csv --schema scene > scene.csv
 
       visextract export --format parquet -o records.parquet
+
+      visextract export --format gold --schema scene -o gold.jsonl   # then: visextract eval gold.jsonl
     """
     from visextract.store.export import check_export_format, write_export
 

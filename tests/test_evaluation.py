@@ -322,6 +322,29 @@ def test_every_path_of_a_duplicate_image_finds_its_record(layout, tmp_path):
         assert vx.evaluate(gold, db=db).images.matched == 1, path
 
 
+def test_an_image_whose_file_is_gone_is_not_matched(tmp_path):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    save_sample("coffee", folder / "coffee.jpg")
+    save_sample("rocket", folder / "rocket.jpg")
+    db = f"sqlite:///{tmp_path / 'gone.db'}"
+    ex = vx.Extractor(settings=settings(db), tools=["colors"], llm=None)
+    ex.run(folder)
+    rocket_sha = sha256_of(folder / "rocket.jpg")
+    (folder / "rocket.jpg").unlink()
+    ex.run(folder)  # the run over the folder marks the rocket's path missing
+    gold = write_gold(
+        tmp_path / "gold.jsonl",
+        {"sha256": rocket_sha, "data": {"face_count": None}},
+        {"path": str(folder / "rocket.jpg"), "data": {"face_count": None}},
+        {"path": "rocket.jpg", "data": {"face_count": None}},
+        {"path": "coffee.jpg", "data": {"face_count": None}},
+    )
+    report = vx.evaluate(gold, db=db)
+    assert report.images.matched == 1
+    assert report.images.unmatched == [rocket_sha, str(folder / "rocket.jpg"), "rocket.jpg"]
+
+
 def test_an_ambiguous_file_name_or_an_unknown_image_is_listed_as_unmatched(layout, tmp_path):
     db, _ = layout
     unknown_sha = "0" * 64

@@ -327,21 +327,26 @@ def test_an_image_whose_file_is_gone_is_not_matched(tmp_path):
     folder.mkdir()
     save_sample("coffee", folder / "coffee.jpg")
     save_sample("rocket", folder / "rocket.jpg")
+    for sub, sample in (("a", "chelsea"), ("b", "astronaut")):
+        (folder / sub).mkdir()
+        save_sample(sample, folder / sub / "photo.png")
     db = f"sqlite:///{tmp_path / 'gone.db'}"
     ex = vx.Extractor(settings=settings(db), tools=["colors"], llm=None)
     ex.run(folder)
     rocket_sha = sha256_of(folder / "rocket.jpg")
     (folder / "rocket.jpg").unlink()
-    ex.run(folder)  # the run over the folder marks the rocket's path missing
+    (folder / "a" / "photo.png").unlink()
+    ex.run(folder)  # the run over the folder marks both paths missing
     gold = write_gold(
         tmp_path / "gold.jsonl",
         {"sha256": rocket_sha, "data": {"face_count": None}},
         {"path": str(folder / "rocket.jpg"), "data": {"face_count": None}},
         {"path": "rocket.jpg", "data": {"face_count": None}},
         {"path": "coffee.jpg", "data": {"face_count": None}},
+        {"path": "photo.png", "data": {"face_count": None}},  # only b/photo.png is left: unique now
     )
     report = vx.evaluate(gold, db=db)
-    assert report.images.matched == 1
+    assert report.images.matched == 2
     assert report.images.unmatched == [rocket_sha, str(folder / "rocket.jpg"), "rocket.jpg"]
 
 

@@ -322,6 +322,22 @@ def test_every_path_of_a_duplicate_image_finds_its_record(layout, tmp_path):
         assert vx.evaluate(gold, db=db).images.matched == 1, path
 
 
+def test_records_read_by_lookups_in_chunks_equal_those_read_in_one_scan(layout, monkeypatch):
+    """Few gold lines look their records up by subject, many read the schema's records in one pass."""
+    from visextract.evaluation import matching
+    from visextract.query import open_store
+
+    db, _ = layout
+    monkeypatch.setattr(matching, "_CHUNK", 2)  # three lookups for five subjects
+    store = open_store(db)
+    listed = matching._listed_subjects(store, "scene")
+    assert len(listed) == 6  # astronaut, rocket, a/photo.png, b/photo.png, page (twice), broken.jpg
+    some = set(sorted(listed)[:5])
+    by_lookup = matching._records(store, "scene", some, ["face_count", "labels"], scan=False)
+    by_scan = matching._records(store, "scene", some, ["face_count", "labels"], scan=True)
+    assert set(by_lookup) == some and by_lookup == by_scan
+
+
 def test_an_image_whose_file_is_gone_is_not_matched(tmp_path):
     folder = tmp_path / "gone"
     folder.mkdir()

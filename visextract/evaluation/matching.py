@@ -51,20 +51,19 @@ class Matches:
 
 
 def match_gold(store: Store, schema_name: str, gold: Gold, fields: list[str]) -> Matches:
-    """Pair each gold entry with the current record of `schema_name` for its image (with the source and
+    """Pair each gold entry with the listed record of `schema_name` for its image (with the source and
     verdict of `fields`)."""
     entries = gold.entries
+    listed = _listed_subjects(store, schema_name)
     candidates = [list(_candidates(entry.path, gold)) if entry.path else [] for entry in entries]
     at_path = _subjects_at(store, [path for paths in candidates for path in paths])
-    shas = {entry.sha256 for entry in entries if entry.sha256}
-    records = _records(store, schema_name, shas | set(at_path.values()), fields)
     subjects: list[str | None] = [
-        next((s for s in [entry.sha256, *map(at_path.get, paths)] if s in records), None)
+        next((s for s in [entry.sha256, *map(at_path.get, paths)] if s in listed), None)
         for entry, paths in zip(entries, candidates, strict=True)
     ]
     reasons = [NO_RECORD] * len(entries)
     by_name = [i for i, entry in enumerate(entries) if subjects[i] is None and entry.path]
-    if by_name:  # the slow way, only for the entries that need it: every file name in the database
+    if by_name:  # only for the entries that need it: every file name in the database
         names = _subjects_by_file_name(store)
         for i in by_name:
             name = _file_name(entries[i].path or "")
@@ -73,7 +72,8 @@ def match_gold(store: Store, schema_name: str, gold: Gold, fields: list[str]) ->
                 subjects[i] = next(iter(found))
             elif found:
                 reasons[i] = f"the file name {name!r} is not unique: {len(found)} images have it (give the full path)"
-        records |= _records(store, schema_name, {s for i in by_name if (s := subjects[i])}, fields)
+    wanted = {subject for subject in subjects if subject in listed}
+    records = _records(store, schema_name, wanted, fields, scan=len(wanted) > len(listed) // 4)
 
     matches = Matches()
     first_line: dict[str, int] = {}
@@ -98,7 +98,7 @@ def _candidates(path: str, gold: Gold) -> Iterable[str]:
         yield os.path.normpath(expanded)
         return
     if gold.folder is not None:
-        yield os.path.normpath(gold.folder / expanded)
+        yield os.path.normpath(os.path.join(gold.folder, expanded))
     yield os.path.abspath(expanded)
 
 
@@ -134,8 +134,17 @@ def _subjects_by_file_name(store: Store) -> dict[str, set[str]]:
     return names
 
 
-def _records(store: Store, schema_name: str, subjects: set[str], fields: list[str]) -> dict[str, Extracted]:
-    """The current records of these subjects (images' sha256, or `path:...` for unreadable files).
+def _listed_subjects(store: Store, schema_name: str) -> set[str]:
+    """The subjects of every listed record of the schema."""
+    with store.read() as session:
+        return set(session.exec(select(RecordRow.subject).where(_LISTED, col(RecordRow.schema_name) == schema_name)))
+
+
+def _records(
+    store: Store, schema_name: str, subjects: set[str], fields: list[str], scan: bool = False
+) -> dict[str, Extracted]:
+    """The listed records of these subjects (images' sha256, or `path:...` for unreadable files): looked
+    up by subject, or with `scan` (when they are most of the schema's records) read in one pass.
 
     Only the scored fields' source and verdict are read from the provenance, by the database's JSON
     functions: the provenance (evidence lists and all) is most of a record's bytes.
@@ -146,15 +155,20 @@ def _records(store: Store, schema_name: str, subjects: set[str], fields: list[st
         for name in fields
         for column in (provenance[(name, "source")].as_string(), provenance[(name, "verified")].as_boolean())
     ]
-    found: dict[str, Extracted] = {}
+    query = select(RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text), *columns).where(
+        _LISTED, col(RecordRow.schema_name) == schema_name
+    )
     wanted = sorted(subjects)
+    statements = (
+        [query]
+        if scan
+        else [query.where(col(RecordRow.subject).in_(wanted[i : i + _CHUNK])) for i in range(0, len(wanted), _CHUNK)]
+    )
+    found: dict[str, Extracted] = {}
     with store.read() as session:
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            statement = select(RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text), *columns).where(
-                _LISTED, col(RecordRow.schema_name) == schema_name, col(RecordRow.subject).in_(chunk)
-            )
-            for row in session.execute(statement):
-                data = row[2]
-                found[row[0]] = Extracted(row[1], from_json(data) if data and data != "null" else {}, tuple(row[3:]))
+        for statement in statements:
+            for row in session.execute(statement.execution_options(yield_per=_CHUNK)):
+                subject, path, data, *flags = row
+                if subject in subjects:
+                    found[subject] = Extracted(path, from_json(data) if data and data != "null" else {}, tuple(flags))
     return found

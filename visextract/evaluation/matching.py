@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic_core import from_json
 from sqlalchemy import Text, cast, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
@@ -149,26 +150,34 @@ def _records(
     Only the scored fields' source and verdict are read from the provenance, by the database's JSON
     functions: the provenance (evidence lists and all) is most of a record's bytes.
     """
-    provenance = col(RecordRow.provenance)
-    columns = [
-        column
-        for name in fields
-        for column in (provenance[(name, "source")].as_string(), provenance[(name, "verified")].as_boolean())
-    ]
-    query = select(RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text), *columns).where(
-        _LISTED, col(RecordRow.schema_name) == schema_name
-    )
+    provenance: Any = col(RecordRow.provenance)
+    if store.dialect == "postgresql":  # json is text there: parse it once as jsonb, not once per path
+        provenance = cast(provenance, JSONB)
+    query = select(
+        RecordRow.subject, RecordRow.path, cast(RecordRow.data, Text).label("data"), provenance.label("provenance")
+    ).where(_LISTED, col(RecordRow.schema_name) == schema_name)
     wanted = sorted(subjects)
-    statements = (
+    queries = (
         [query]
         if scan
         else [query.where(col(RecordRow.subject).in_(wanted[i : i + _CHUNK])) for i in range(0, len(wanted), _CHUNK)]
     )
     found: dict[str, Extracted] = {}
     with store.read() as session:
-        for statement in statements:
-            for row in session.execute(statement.execution_options(yield_per=_CHUNK)):
-                subject, path, data, *flags = row
+        for inner in queries:
+            row = inner.offset(0).subquery()  # OFFSET 0: PostgreSQL keeps the subquery, so the cast runs once
+            flags = [
+                column
+                for name in fields
+                for column in (
+                    row.c.provenance[(name, "source")].as_string(),
+                    row.c.provenance[(name, "verified")].as_boolean(),
+                )
+            ]
+            statement = select(row.c.subject, row.c.path, row.c.data, *flags)
+            for subject, path, data, *verdicts in session.execute(statement.execution_options(yield_per=_CHUNK)):
                 if subject in subjects:
-                    found[subject] = Extracted(path, from_json(data) if data and data != "null" else {}, tuple(flags))
+                    found[subject] = Extracted(
+                        path, from_json(data) if data and data != "null" else {}, tuple(verdicts)
+                    )
     return found

@@ -34,7 +34,7 @@ _LISTED = text("record.is_current AND NOT record.missing")
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """What the current record holds for one image: its path, its field values, and for each scored field
+    """What the listed record holds for one image: its path, its field values, and for each scored field
     (in the order asked for) its source (`tool:*`, `llm`, `human` or None) and its cross-check verdict
     (True, False or None) side by side: `flags[2 * i]`, `flags[2 * i + 1]`."""
 

@@ -436,7 +436,9 @@ def show(
 @app.command()
 @friendly_errors
 def export(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or gold (reviewed records, for eval).")
+    ] = "jsonl",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")] = None,
     db: DbOption = None,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
@@ -452,6 +454,8 @@ def export(
       visextract export --format csv --schema scene > scene.csv
 
       visextract export --format parquet -o records.parquet
+
+      visextract export --format gold --schema scene -o gold.jsonl   # then: visextract eval gold.jsonl
     """
     from visextract.store.export import check_export_format, write_export
 
@@ -607,6 +611,40 @@ def chat(
                     out.print(answer.text, highlight=False)
 
     asyncio.run(repl())
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    gold: Annotated[Path, typer.Argument(help='GOLD.jsonl: one {"path" or "sha256": ..., "data": {...}} a line.')],
+    db: DbOption = None,
+    schema: Annotated[str | None, typer.Option(help="Schema to score (default: the database's only one).")] = None,
+    against: Annotated[
+        str | None, typer.Option(help="A second database URL, scored on the same gold, side by side.")
+    ] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Score the extracted fields against gold labels: accuracy per field (lists also precision, recall
+    and F1; strings CER; numbers MAE), per source, and how well `verified: false` flags the wrong ones.
+
+    Examples:
+
+      visextract eval gold.jsonl --db sqlite:///photos.db
+
+      visextract eval gold.jsonl --db sqlite:///gpt-4o.db --against sqlite:///qwen.db
+
+      visextract export --format gold -o gold.jsonl && visextract eval gold.jsonl --format json
+    """
+    from visextract.evaluation import evaluate
+    from visextract.evaluation.tables import evaluation_tables
+
+    _check_format(fmt)
+    result = evaluate(gold, db=_settings(db).db, schema=schema, against=against)
+    if fmt == "json":
+        sys.stdout.write(result.model_dump_json() + "\n")
+        return
+    for renderable in evaluation_tables(result):
+        out.print(renderable, highlight=False)
 
 
 @app.command("mcp")

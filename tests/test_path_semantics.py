@@ -66,6 +66,8 @@ def test_a_changed_file_shows_only_its_new_content_and_a_deleted_one_goes_missin
     )
     assert [Path(row.path).name for row in listed_rows(any_db, "SELECT path FROM scene")] == ["a.png"]
 
+    no_llm = listed_rows(any_db, "SELECT count(*) FROM record WHERE llm IS NULL AND review IS NULL")
+    assert no_llm[0][0] == len(history_rows := listed_rows(any_db, "SELECT id FROM record")) and history_rows
     history = export(cli, any_db, "--all-versions")
     assert old_a in {r["sha256"] for r in history}  # the older content's record stays in the history
     missing = export(cli, any_db, "--include-missing")
@@ -167,6 +169,7 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
     with store.engine.begin() as connection:
         # version 1 kept the older content current too, and had none of the later tables and columns
         connection.execute(text("UPDATE record SET is_current = true WHERE subject = :s"), {"s": old_a})
+        connection.execute(text("UPDATE record SET llm = 'null'"))  # version 1 wrote None as the JSON text 'null'
         connection.execute(text("DROP VIEW scene"))  # version 1's view; the upgrade recreates it
         connection.execute(text("DROP TABLE record_embedding"))
         connection.execute(text("DROP TABLE llm_call"))
@@ -201,5 +204,7 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
     )
     assert old_a not in {r["sha256"] for r in records}
     assert old_a in {r["sha256"] for r in export(cli, any_db, "--all-versions")}
+    with upgraded.engine.connect() as connection:  # JSON null became SQL NULL: `IS NULL` finds them
+        assert connection.execute(text("SELECT count(*) FROM record WHERE llm IS NOT NULL")).scalar_one() == 0
     rows = json.loads(cli("sql", "SELECT path FROM scene ORDER BY path", "--db", any_db, "--format", "json").stdout)
     assert [Path(r["path"]).name for r in rows] == ["a.png", "b.png"]  # the views were recreated

@@ -259,4 +259,3 @@ def test_reviews_and_reruns_on_both_databases(any_db, tmp_path):
     (record,) = ex.records()
     assert record.version == 3 and record.data.face_count == winners[0].data.face_count
     assert record.provenance["face_count"].source == "human"
-

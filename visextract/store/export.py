@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Text, cast
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
@@ -177,7 +176,7 @@ def gold_lines(
     statement = (
         select(RecordRow.path, ImageRow.sha256, RecordRow.data)
         .join(ImageRow, col(ImageRow.id) == col(RecordRow.image_id), isouter=True)
-        .where(*listed(include_missing), review.isnot(None), cast(review, Text) != "null")  # JSON null too
+        .where(*listed(include_missing), review.isnot(None))
         .order_by(col(RecordRow.path))
     )
     if schema_name:

@@ -82,6 +82,12 @@ def _add_record_labels(connection: Connection) -> None:
             )
 
 
+def _json_null_as_sql_null(connection: Connection) -> None:
+    """Nullable JSON columns held the JSON text 'null' for None; make it SQL NULL, as new rows store it."""
+    for table, column in (("record", "data"), ("record", "llm"), ("record", "review"), ("llm_call", "request")):
+        connection.exec_driver_sql(f"UPDATE {table} SET {column} = NULL WHERE CAST({column} AS TEXT) = 'null'")
+
+
 def _add_columns(connection: Connection, table: str, columns: dict[str, str]) -> None:
     existing = {column["name"] for column in inspect(connection).get_columns(table)}
     for name, sql_type in columns.items():
@@ -96,6 +102,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("add image_path.sha256", _add_image_path_sha256),
     ("add path presence, record versions and reviews, run heartbeats", _add_presence_versions_reviews_heartbeats),
     ("add record.label and the gallery's indexes", _add_record_labels),
+    ("store JSON null as SQL NULL", _json_null_as_sql_null),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

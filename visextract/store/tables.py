@@ -23,6 +23,7 @@ from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint,
 from sqlmodel import Field, SQLModel
 
 JsonColumn = JSON()  # json, not jsonb, on PostgreSQL: keeps key order as written
+NullableJson = JSON(none_as_null=True)  # Python None is SQL NULL (not the JSON text 'null'): `IS NULL` works
 
 
 def utc_now() -> datetime:
@@ -124,16 +125,16 @@ class RecordRow(SQLModel, table=True):
     status: str
     error: str | None = Field(default=None, sa_column=Column(Text))
     complete: bool = Field(default=True, description="False when a re-run should try again")
-    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(NullableJson))
     provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
-    llm: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    llm: dict[str, Any] | None = Field(default=None, sa_column=Column(NullableJson))
     raw_answer: str | None = Field(default=None, sa_column=Column(Text))
     run_id: int | None = Field(default=None, foreign_key="run.id")
     created_at: datetime = Field(default_factory=utc_now)
     is_current: bool = True
     version: int = Field(default=1, description="1 for the image+schema's first record, +1 for each new one")
     review: dict[str, Any] | None = Field(
-        default=None, sa_column=Column(JsonColumn), description='{"by", "at", "fields"} when a person reviewed it'
+        default=None, sa_column=Column(NullableJson), description='{"by", "at", "fields"} when a person reviewed it'
     )
     missing: bool = Field(default=False, description="every path that held this content is gone")
     label: str | None = Field(default=None, description="its tools' top label, for the gallery's label facet")
@@ -161,7 +162,7 @@ class LlmCallRow(SQLModel, table=True):
     mode: str = Field(description="json_schema | function_calling | json_mode | constrained")
     status: str  # ok | error
     error: str | None = Field(default=None, sa_column=Column(Text))
-    request: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JsonColumn))
+    request: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(NullableJson))
     response_text: str | None = Field(default=None, sa_column=Column(Text))
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

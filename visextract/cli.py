@@ -270,7 +270,7 @@ def run(
     def on_start(total: int | None) -> None:  # ray: None while the listing streams, then again with the total
         progress.update(task, total=total)
         if not progress.live.is_started:
-            progress.update(task, phase="extracting")
+            progress.reset(task, total=total, rate="-", last="", phase="extracting")  # the clock starts now
             progress.start()
 
     def on_status(phase: str) -> None:

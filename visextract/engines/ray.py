@@ -153,9 +153,9 @@ class RayOptions:
         if not ray.is_initialized():
             try:
                 if self.address:
-                    ray.init(address=self.address, logging_level=logging.WARNING)
+                    ray.init(address=self.address, logging_level=logging.ERROR)
                 else:
-                    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+                    ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
                     started_here = True
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UsageError(f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}") from None
@@ -168,9 +168,8 @@ class RayOptions:
             len(nodes) > 1 or not all(_on_this_machine(n["NodeManagerAddress"]) for n in nodes)
         ):
             cluster.close()
-            raise UsageError(
-                f"SQLite cannot be shared by the {len(nodes)} machines of the Ray cluster at {address}: {_POSTGRES_HINT}"
-            )
+            machines = f"the {len(nodes)} machines of the Ray cluster at {address}"
+            raise UsageError(f"SQLite cannot be shared by {machines}: {_POSTGRES_HINT}")
         return cluster
 
 
@@ -179,10 +178,10 @@ _POSTGRES_HINT = "several machines need PostgreSQL (--db postgresql+psycopg://US
 
 def _quiet_ray_data() -> None:
     """The driver shows visextract's progress bar, not Ray Data's bars and execution plans."""
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _is_sqlite(url: str) -> bool:

@@ -55,7 +55,7 @@ def friendly_errors(command: F) -> F:
             with speaking_cli():
                 return command(*args, **kwargs)
         except VisextractError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")

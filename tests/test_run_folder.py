@@ -238,7 +238,7 @@ def test_usage_errors_are_one_line(cli, tmp_path, photos):
     db = f"sqlite:///{tmp_path / 'x.db'}"
     for args, message in [
         (("run", tmp_path / "missing", "--db", db), "no such file or folder"),
-        (("run", tmp_path / "shots[2024]", "--db", db), "shots[2024]"),  # printed as is, not as Rich markup
+        (("run", tmp_path / "photos[ray]", "--db", db), "photos[ray]"),  # printed as is, not as Rich markup
         (("run", photos, "--db", db, "--tools", "classifier,telepathy"), "unknown tool 'telepathy'"),
         (("run", photos, "--db", db, "--schema", "nonsense"), "unknown schema 'nonsense'"),
         (("run", photos, "--db", "sqlite:////no/such/dir/x.db"), "does not exist"),

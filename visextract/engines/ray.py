@@ -315,9 +315,10 @@ class PathsFromDriver(Datasource):
     """The driver's file listing as a dataset of paths: one read task relays the chunks the driver puts
     into the run's shared state while it lists, so the listing is never held whole anywhere."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, rows_per_block: int) -> None:
         super().__init__()
         self.state = state
+        self.rows_per_block = rows_per_block  # one block per worker batch: batches spread over the workers
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None  # unknown until the listing ends
@@ -325,11 +326,12 @@ class PathsFromDriver(Datasource):
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
-        state = self.state
+        state, rows = self.state, self.rows_per_block
 
         def relay() -> Iterator[pa.Table]:
             while (chunk := ray.get(state.take_paths.remote())) is not None:
-                yield pa.table({"path": pa.array(chunk, pa.string())})
+                for start in range(0, len(chunk), rows):
+                    yield pa.table({"path": pa.array(chunk[start : start + rows], pa.string())})
 
         metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
         return [ReadTask(relay, metadata, schema=pa.schema([("path", pa.string())]))]
@@ -459,14 +461,22 @@ async def extract_on_ray(
     new images; what they are computing is finished and saved, as in the local engine."""
     shape = cluster.shape
     _ship_user_schema(plan)
+    per_worker = worker_plan(plan, shape)
+    # a worker takes small batches, several at once: its images in flight are the local engine's, its tools
+    # batch across them, and the last batches of a run spread over every worker
+    batch_size = max(1, min(per_worker.settings.batch_size, per_worker.images_in_flight))
+    calls = max(1, -(-per_worker.images_in_flight // batch_size))
     state = SharedRunState.remote()
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    outcomes = ray.data.read_datasource(PathsFromDriver(state), override_num_blocks=1, num_cpus=0.1).map_batches(
+    paths = ray.data.read_datasource(PathsFromDriver(state, batch_size), override_num_blocks=1, num_cpus=0.1)
+    outcomes = paths.map_batches(
         ExtractBatch,
-        fn_constructor_kwargs={"plan": worker_plan(plan, shape), "state": state},
-        batch_size=plan.images_in_flight,
+        fn_constructor_kwargs={"plan": per_worker, "state": state},
+        batch_size=batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=shape.workers),
+        compute=ray.data.ActorPoolStrategy(
+            size=shape.workers, max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True
+        ),
         num_cpus=shape.num_cpus,
         num_gpus=shape.num_gpus or None,
         runtime_env={"env_vars": env} if env else None,

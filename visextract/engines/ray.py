@@ -30,6 +30,7 @@ import os
 import pickle
 import socket
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -179,6 +180,9 @@ _POSTGRES_HINT = "several machines need PostgreSQL (--db postgresql+psycopg://US
 def _quiet_ray_data() -> None:
     """The driver shows visextract's progress bar, not Ray Data's bars and execution plans."""
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # the path stream is one read task whose blocks keep coming: Ray Data's planning-time warning that one
+    # input limits the pool to one task does not apply
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

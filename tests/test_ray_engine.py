@@ -5,6 +5,7 @@ and the usage errors are one line before any work."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from openai_test_server import json_reply
+from openai_test_server import error_reply, json_reply
 from sqlalchemy import text
 from test_crash_safety import assert_consistent, count_records, make_distinct_photos, visextract, wait_for_records
 
@@ -250,6 +251,40 @@ def test_the_llm_budget_and_concurrency_hold_across_workers(ray_address, server,
     assert summary.budget_skipped == 12 - server.request_count
     assert summary.llm_cost_usd == pytest.approx(server.request_count * one_call)
     assert summary.needs_review == summary.budget_skipped
+
+
+def test_a_run_wide_error_in_one_worker_stops_them_all_with_one_line(ray_address, server, tmp_path, cli):
+    """The server refuses the API key: the worker that hears it first stops the run (the others stop taking
+    images), nothing is stored, and the error is the local engine's one line."""
+    server.default_reply = error_reply(401, "Incorrect API key provided")
+    make_distinct_photos(tmp_path / "cars", 12)
+    db = f"sqlite:///{tmp_path / 'fatal.db'}"
+    result = cli("run", tmp_path / "cars", "--db", db, "--schema", "vehicle", "--llm", "openai", "--tools", "colors",
+                 "--concurrency", "2", "--engine", "ray", "--workers", "2")  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert "401" in line and "OPENAI_API_KEY" in line
+    assert server.request_count <= 2  # one call per worker at most: every worker stopped
+    assert count_records(db) == 0 and Store(db).recent_runs(1)[0].status == "failed"
+
+
+def test_a_worker_whose_node_lacks_a_model_reports_it_as_the_runs_error(tmp_path, photos):
+    """The driver checked the model, but a node may not have it: the worker returns the one-line reason
+    with its first batch (the driver then stops the run) instead of dying, which Ray would retry forever."""
+    import pickle
+
+    import pyarrow as pa
+
+    from visextract.engines.ray import ExtractBatch
+
+    plan = vx.Extractor(db=f"sqlite:///{tmp_path / 'x.db'}", tools=["classifier"], llm=None).plan
+    missing = dataclasses.replace(
+        plan, tool_options=dataclasses.replace(plan.tool_options, models={"classifier": str(tmp_path / "gone")})
+    )
+    rows = ExtractBatch(missing, state=None)(pa.table({"path": [str(photos / "coffee.jpg")]})).to_pylist()
+    (row,) = rows
+    assert row["status"] == "cancelled" and "gone" in row["error"]
+    assert isinstance(pickle.loads(row["fatal"]), vx.VisextractError)
 
 
 # ---- usage errors: one line, before any work -----------------------------------------------------------

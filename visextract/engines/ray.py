@@ -357,7 +357,9 @@ class ExtractBatch:
 
     `__init__` opens the run's extraction context (tools, batchers, database writer, LLM gate); models load
     when the first image needs them. `__call__` runs the batch through `run_images` on this actor's event
-    loop, like the local engine, and returns one outcome row per image it started.
+    loop, like the local engine, and returns one outcome row per image it started. A setup problem on this
+    node (a model or setting the driver had but this node lacks) is returned with the first batch as the
+    run's error, rather than raised: Ray would restart the actor again and again.
     """
 
     def __init__(self, plan: RunPlan, state: Any) -> None:
@@ -366,7 +368,11 @@ class ExtractBatch:
         self.state = state
         self.stop = threading.Event()
         self.gate = SharedBudgetGate(plan.concurrency, plan.budget_usd, state) if plan.llm is not None else None
-        self.context = plan.open_context(self.stop, llm_gate=self.gate)
+        self.setup_error: VisextractError | None = None
+        try:
+            self.context = plan.open_context(self.stop, llm_gate=self.gate)
+        except VisextractError as exc:
+            self.setup_error = exc
         self.graph = build_extraction_graph()
         self.images_in_flight = plan.images_in_flight
         self.loop = asyncio.new_event_loop()
@@ -374,7 +380,10 @@ class ExtractBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist()
-        images, fatal = asyncio.run_coroutine_threadsafe(self._extract(paths), self.loop).result()
+        if self.setup_error is not None:
+            images, fatal = [], self.setup_error
+        else:
+            images, fatal = asyncio.run_coroutine_threadsafe(self._extract(paths), self.loop).result()
         fatal_column: list[bytes | None] = [None] * len(images)
         if fatal is not None:
             if not images:

@@ -46,6 +46,8 @@ def load_average() -> str:
 def run_cli(folder: Path, db: str, *options: str) -> tuple[float, str]:
     """Wall seconds of a whole `visextract run` process (imports, Ray start or join, models, images)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if "--ray-address" in options:
+        env["RAY_AUTH_MODE"] = "token"  # local Ray instances use token authentication (the token is in ~/.ray)
     env.pop("OPENAI_API_KEY", None)
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
@@ -151,6 +153,13 @@ for tool in build_tools({TOOLS.split(",")!r}, ToolOptions(threads=1, batch_size=
         tool.run(images[start : start + 8])
     cost[tool.name] = {{"cpu_ms": 1000 * (time.process_time() - cpu) / len(images),
                        "wall_ms": 1000 * (time.perf_counter() - wall) / len(images)}}
+from visextract.local_models.embedder import embed_texts
+texts = [f"photo {{i}}: a cup of coffee on a saucer, espresso; text: none; colours #6b4a2b #d8cfc4" for i in range(64)]
+embed_texts(texts[:1])
+cpu = time.process_time()
+for start in range(0, len(texts), 32):
+    embed_texts(texts[start : start + 32])
+cost["search embedding"] = {{"cpu_ms": 1000 * (time.process_time() - cpu) / len(texts)}}
 print(json.dumps({{k: {{m: round(v, 1) for m, v in c.items()}} for k, c in cost.items()}}))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -304,6 +304,9 @@ def test_usage_errors_are_one_line_before_any_work(cli, tmp_path, photos):
         assert result.exit_code == 2 and message in result.stderr, (options, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()  # nothing was started, not even the database
+    nobody = cli("run", photos, "--db", db, "--engine", "ray", "--ray-address", "127.0.0.1:1")  # no Ray there
+    assert nobody.exit_code == 2 and "cannot connect to the Ray cluster at 127.0.0.1:1: nothing answers" in nobody.stderr
+    assert Store(db).recent_runs(1) == []
 
 
 def test_gpus_asked_of_a_cluster_without_gpus_is_a_usage_error(ray_address, photos, tmp_path):

@@ -144,14 +144,15 @@ class RayOptions:
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"{option_name('workers')} must be 1 or more")
         self.address = self.address or os.environ.get("RAY_ADDRESS") or None
-        host = _address_host(self.address)
-        if _is_sqlite(self.db_url) and host is not None and not _on_this_machine(host):
+        where = _host_and_port(self.address)
+        if _is_sqlite(self.db_url) and where is not None and not _on_this_machine(where[0]):
             raise UsageError(f"SQLite cannot be shared with the Ray cluster at {self.address}: {_POSTGRES_HINT}")
 
     def connect(self) -> RayCluster:
         """Join the cluster (or start a local instance) and lay out the workers; errors are one line."""
         started_here = False
         if not ray.is_initialized():
+            self._check_reachable()
             try:
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.ERROR)
@@ -159,7 +160,14 @@ class RayOptions:
                     ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
                     started_here = True
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(f"cannot connect to the Ray cluster at {self.address}: {_first_line(exc)}") from None
+                hint = (
+                    "; a cluster with token authentication (Ray's default for local instances) needs "
+                    "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                    if self.address and "RAY_AUTH_MODE" not in os.environ
+                    else ""
+                )
+                where = self.address or "a new local instance"
+                raise UsageError(f"cannot connect to the Ray cluster at {where}: {_first_line(exc)}{hint}") from None
         _quiet_ray_data()
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         address = self.address or ray.get_runtime_context().gcs_address
@@ -172,6 +180,19 @@ class RayOptions:
             machines = f"the {len(nodes)} machines of the Ray cluster at {address}"
             raise UsageError(f"SQLite cannot be shared by {machines}: {_POSTGRES_HINT}")
         return cluster
+
+    def _check_reachable(self, timeout_s: float = 10.0) -> None:
+        """A cluster address that nothing answers is an error now (Ray itself would keep retrying for minutes)."""
+        where = _host_and_port(self.address)
+        if where is None:
+            return
+        try:
+            socket.create_connection(where, timeout=timeout_s).close()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot connect to the Ray cluster at {self.address}: nothing answers there ({exc.strerror or exc}); "
+                "start it with `ray start --head` or check --ray-address"
+            ) from None
 
 
 _POSTGRES_HINT = "several machines need PostgreSQL (--db postgresql+psycopg://USER@HOST/DB)"
@@ -192,14 +213,20 @@ def _is_sqlite(url: str) -> bool:
     return parse_db_url(url).get_backend_name() == "sqlite"
 
 
-def _address_host(address: str | None) -> str | None:
-    """The host of a Ray address ("HOST:PORT", "ray://HOST:PORT"); None for "auto"/"local" (this machine)."""
+def _host_and_port(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of a Ray address ("HOST:PORT", "ray://HOST:PORT", "[::1]:6379"); None for "auto" and
+    "local" (this machine)."""
     if not address or address in ("auto", "local"):
         return None
     rest = address.split("://", 1)[-1]
     if rest.startswith("["):  # [IPv6]:port
-        return rest[1:].split("]", 1)[0]
-    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    else:
+        host, port = rest, ""
+    return host, int(port) if port.isdigit() else (10001 if address.startswith("ray://") else 6379)
 
 
 def _on_this_machine(host: str) -> bool:

@@ -305,7 +305,7 @@ def test_usage_errors_are_one_line_before_any_work(cli, tmp_path, photos):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()  # nothing was started, not even the database
     nobody = cli("run", photos, "--db", db, "--engine", "ray", "--ray-address", "127.0.0.1:1")  # no Ray there
-    assert nobody.exit_code == 2 and "cannot connect to the Ray cluster at 127.0.0.1:1: nothing answers" in nobody.stderr
+    assert nobody.exit_code == 2 and "Ray cluster at 127.0.0.1:1: nothing answers" in nobody.stderr
     assert Store(db).recent_runs(1) == []
 
 

@@ -199,7 +199,7 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     engine: Annotated[
-        str, typer.Option(help="local (this process) or ray (Ray Data on a cluster: pip install 'visextract[ray]').")
+        str, typer.Option(help="local (this process) or ray (Ray Data on a cluster: pip install 'visextract\\[ray]').")
     ] = "local",
     ray_address: Annotated[
         str | None,

@@ -250,7 +250,33 @@ def test_the_llm_budget_and_concurrency_hold_across_workers(ray_address, server,
     assert server.max_in_flight <= 2
     assert summary.budget_skipped == 12 - server.request_count
     assert summary.llm_cost_usd == pytest.approx(server.request_count * one_call)
-    assert summary.needs_review == summary.budget_skipped
+    assert summary.needs_review >= summary.budget_skipped  # (a cross-check may flag an answered one too)
+
+
+def test_one_workers_spend_counts_against_every_workers_budget(ray_address):
+    """The gate of each worker, over the run's shared state: what one spent stops the other."""
+    import asyncio
+
+    from visextract.agents.llm.gate import BudgetSpentError
+    from visextract.engines.ray import SharedBudgetGate, SharedRunState
+
+    state = SharedRunState.remote()
+    first, second = SharedBudgetGate(1, 1.0, state), SharedBudgetGate(1, 1.0, state)
+
+    async def two_workers() -> None:
+        async with first.slot():
+            first.add_cost(0.6)
+        async with second.slot():  # the run has spent 0.6 of 1.0: allowed
+            second.add_cost(0.6)
+        await second.report()  # (a worker's costs reach the shared state within milliseconds)
+        with pytest.raises(BudgetSpentError):  # this worker spent 0.6 itself, but the run has spent 1.2
+            async with first.slot():
+                pass
+        await first.report()
+
+    asyncio.run(two_workers())
+    usage = ray.get(state.usage.remote())
+    assert usage["spent_usd"] == pytest.approx(1.2) and usage["skipped_for_budget"] == 1
 
 
 def test_a_run_wide_error_in_one_worker_stops_them_all_with_one_line(ray_address, server, tmp_path, cli):

@@ -315,6 +315,7 @@ class SharedBudgetGate(LlmGate):
         self.state = state
         self.spent_by_run = 0.0
         self._skipped_reported = 0
+        self._unsent: list[Any] = []  # this worker's cost reports not yet confirmed by the shared state
 
     @property
     def budget_left(self) -> bool:
@@ -322,7 +323,8 @@ class SharedBudgetGate(LlmGate):
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self.budget_usd is not None:  # what the other workers spent since the last look
+        if self.budget_usd is not None:  # what every worker has spent (this one's reports arrived first)
+            await self._flush()
             self.spent_by_run = max(self.spent_by_run, await self.state.spent.remote())
         async with super().slot():
             yield
@@ -330,10 +332,17 @@ class SharedBudgetGate(LlmGate):
     def add_cost(self, cost_usd: float | None) -> None:
         super().add_cost(cost_usd)
         self.spent_by_run += cost_usd or 0.0
-        self.state.add_cost.remote(cost_usd)
+        self._unsent.append(self.state.add_cost.remote(cost_usd))
+
+    async def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for reply in unsent:
+            await reply
 
     async def report(self) -> None:
-        """Send what the run's summary needs that is not sent per call: images past the budget, problems."""
+        """Send what the run's summary needs that is not sent per call (images past the budget, problems),
+        once this worker's costs have arrived."""
+        await self._flush()
         skipped, self._skipped_reported = self.skipped_for_budget - self._skipped_reported, self.skipped_for_budget
         if skipped or self.problem:
             await self.state.add_usage.remote(skipped, self.problem)

@@ -50,7 +50,10 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
     await ctx.claim(str(path), file.sha256)  # a copy of this file in flight finishes first
-    done = partial(ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key, run_id=ctx.run_id, force=ctx.force)
+    done = partial(
+        ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key,
+        run_id=ctx.run_id, force=ctx.force, redo_reviewed=ctx.discard_reviews,
+    )  # fmt: skip
     if await asyncio.to_thread(done):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256, ctx.run_id)
         return {"file": file, "status": "skipped"}
@@ -327,6 +330,8 @@ def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
         raw_answer=state.get("raw_answer"),
         llm_calls=state.get("llm_calls", []),
         run_id=ctx.run_id,
+        label=_evidence(state).top_label,
+        discard_reviews=ctx.discard_reviews,
     )
 
 

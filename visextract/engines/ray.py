@@ -151,8 +151,8 @@ class RayOptions:
     def connect(self) -> RayCluster:
         """Join the cluster (or start a local instance) and lay out the workers; errors are one line."""
         started_here = False
+        self._check_reachable()
         if not ray.is_initialized():
-            self._check_reachable()
             try:
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.ERROR)

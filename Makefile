@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,parquet,postgres]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,parquet,postgres,ray]"
 	touch $(STAMP)
 
 demo: install

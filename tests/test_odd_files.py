@@ -350,6 +350,26 @@ def test_find_images_follows_no_loop_and_lists_each_file_once(odd):
     assert found.index(folder / "nested/gray_copy.jpg") < found.index(folder / "nested/deeper/deep.png")
 
 
+def test_find_images_streams_without_holding_every_path_found(tmp_path):
+    """4,000 files in 40 folders: the listing holds about one folder at a time, not every path found (a
+    run over millions of files streams), and a file named before its folder is still listed once."""
+    import tracemalloc
+
+    for i in range(40):
+        (tmp_path / f"d{i:02d}").mkdir()
+        for j in range(100):
+            (tmp_path / f"d{i:02d}" / f"{j:03d}.jpg").touch()
+    tracemalloc.start()
+    count = sum(1 for _ in find_images([tmp_path / "d05" / "001.jpg", tmp_path]))
+    streaming_peak = tracemalloc.get_traced_memory()[1]
+    before = tracemalloc.get_traced_memory()[0]
+    held = list(find_images([tmp_path]))
+    held_size = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert count == len(held) == 4000
+    assert streaming_peak < held_size / 4, (streaming_peak, held_size)
+
+
 # ---- reading and decoding, one file at a time --------------------------------------------------------
 
 

@@ -188,6 +188,46 @@ def test_force_redoes_and_keeps_history(photos, tmp_path, cli):
     assert [r["is_current"] for r in history] == [False, True]
 
 
+def test_force_redoes_a_duplicated_image_once(photos, tmp_path, cli):
+    """Two copies of one image: --force makes one new version (from the first copy), not one per copy."""
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(photos / "coffee.jpg", folder / name)
+    db = f"sqlite:///{tmp_path / 'copies.db'}"
+    first = cli("run", folder, "--db", db, "--tools", "colors")
+    assert "1 processed" in first.stdout and "1 skipped" in first.stdout
+    forced = cli("run", folder, "--db", db, "--tools", "colors", "--force")
+    assert "1 processed" in forced.stdout and "1 skipped" in forced.stdout
+    history = [json.loads(line) for line in cli("export", "--db", db, "--all-versions").stdout.splitlines()]
+    assert [(r["version"], r["is_current"], Path(r["path"]).name) for r in history] == [
+        (1, False, "a.jpg"),
+        (2, True, "a.jpg"),
+    ]
+
+
+def test_a_run_stores_one_record_per_image_even_when_two_workers_race(photos, tmp_path):
+    """The store alone: a second save of the same image in the same run (a retried batch, a copy on another
+    worker) keeps the run's first record and only remembers the path."""
+    from visextract.schemas.registry import load_schema
+    from visextract.store import RecordDraft
+
+    store = Store(f"sqlite:///{tmp_path / 'race.db'}")
+    schema = load_schema("scene")
+    run_id = store.start_run(schema, {}, {})
+
+    def draft(path: Path) -> RecordDraft:
+        return RecordDraft(path=str(path), schema_name="scene", schema_version=schema.version, status="ok",
+                           subject="0" * 64, data={}, run_id=run_id)  # fmt: skip
+
+    first, second = store.save(draft(tmp_path / "a.jpg")), store.save(draft(tmp_path / "b.jpg"))
+    assert second == first
+    assert [r.path for r in store.current_records(all_versions=True)] == [str(tmp_path / "a.jpg")]
+    assert store.paths_of("0" * 64) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert store.is_done("0" * 64, schema, "another tool set", run_id=run_id, force=True)
+    assert not store.is_done("0" * 64, schema, "another tool set", run_id=run_id + 1)
+
+
 def test_limit_processes_only_that_many(photos, tmp_path, cli):
     db = f"sqlite:///{tmp_path / 'limit.db'}"
     result = cli("run", photos, "--db", db, "--tools", "colors", "--limit", "2")
@@ -198,6 +238,7 @@ def test_usage_errors_are_one_line(cli, tmp_path, photos):
     db = f"sqlite:///{tmp_path / 'x.db'}"
     for args, message in [
         (("run", tmp_path / "missing", "--db", db), "no such file or folder"),
+        (("run", tmp_path / "photos[ray]", "--db", db), "photos[ray]"),  # printed as is, not as Rich markup
         (("run", photos, "--db", db, "--tools", "classifier,telepathy"), "unknown tool 'telepathy'"),
         (("run", photos, "--db", db, "--schema", "nonsense"), "unknown schema 'nonsense'"),
         (("run", photos, "--db", "sqlite:////no/such/dir/x.db"), "does not exist"),

@@ -55,7 +55,7 @@ def friendly_errors(command: F) -> F:
             with speaking_cli():
                 return command(*args, **kwargs)
         except VisextractError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -201,6 +201,19 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Process at most N images.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (Ray Data on a cluster: pip install 'visextract\\[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join, e.g. HEAD:6379 or auto (default: $RAY_ADDRESS, else a local one)."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(help="Ray: GPUs per model set, e.g. 0.5 to put two on each GPU (default 1).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray: model sets at most (default: one per GPU share, or one per node).")
+    ] = None,
 ) -> None:
     """Extract records from images.
 
@@ -217,6 +230,8 @@ def run(
       visextract run photos/ --model classifier=google/vit-base-patch16-224
 
       OPENAI_BASE_URL=http://localhost:8000/v1 visextract run cars/ --schema vehicle --llm-model M
+
+      visextract run /mnt/photos --engine ray --ray-address auto --db postgresql+psycopg://user@db/photos
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -238,6 +253,10 @@ def run(
         max_reasks=max_reasks,
         image_detail=image_detail,
         settings=_settings(db, batch_size=batch_size, device=device),
+        engine=engine,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
+        workers=workers,
     )
     progress = Progress(
         TextColumn("[bold]{task.fields[phase]}"),
@@ -251,9 +270,11 @@ def run(
     )
     task = progress.add_task("extract", total=None, rate="-", last="", phase="starting")
 
-    def on_start(total: int) -> None:
-        progress.update(task, total=total, phase="extracting")
-        progress.start()
+    def on_start(total: int | None) -> None:  # ray: None while the listing streams, then again with the total
+        progress.update(task, total=total)
+        if not progress.live.is_started:
+            progress.reset(task, total=total, rate="-", last="", phase="extracting")  # the clock starts now
+            progress.start()
 
     def on_status(phase: str) -> None:
         progress.update(task, phase=phase)

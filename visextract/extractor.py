@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ from visextract.schemas.registry import load_schema
 from visextract.store import Store
 from visextract.tools.base import Tool, ToolOptions
 
-__all__ = ["Extractor", "RunSummary", "default_artifacts_dir", "resolve_llm_choice"]
+__all__ = ["Extractor", "RunSummary", "check_engine", "default_artifacts_dir", "resolve_llm_choice"]
 
 log = logging.getLogger("visextract")
 
@@ -48,6 +47,11 @@ class Extractor:
     transformers VLM by id or path in `llm_model`), None for tools only, or "auto": openai when
     OPENAI_API_KEY is set, else none. An object with `model_name` and `async complete(request)`
     (see `agents.llm.base.VisionLlm`) plugs in any other backend.
+
+    `engine="ray"` runs the same extraction on a Ray cluster (`pip install 'visextract[ray]'`): at
+    `ray_address` (default: $RAY_ADDRESS, else a local instance is started), one model set per worker,
+    `gpus_per_worker` GPUs each where the cluster has GPUs, at most `workers` workers. Several machines
+    need a PostgreSQL database.
     """
 
     def __init__(
@@ -69,8 +73,14 @@ class Extractor:
         detector_threshold: float | None = None,
         skip_missing_tools: bool = False,
         settings: Settings | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        gpus_per_worker: float | None = None,
+        workers: int | None = None,
     ) -> None:
         self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
+        self.engine = engine
+        self.ray = check_engine(engine, ray_address, gpus_per_worker, workers, self.settings.db)
         self.schema = load_schema(schema)
         self.llm = resolve_llm_choice(llm)
         if self.llm is None and self.schema.fill_from_tools is None:
@@ -156,27 +166,39 @@ class Extractor:
 
         Every option is checked before any work: a bad device, model or option raises and changes nothing.
         After a complete run over a folder, known paths under it that are gone are marked missing.
-        `on_start(total)` is called once the files are listed, `on_status(text)` while models load,
-        `on_image(outcome)` after each image, and `on_abort()` on a second Ctrl-C (the CLI exits there).
+        `on_start(total)` is called once the files are listed (the ray engine streams the listing: it calls
+        `on_start(None)` at once and `on_start(total)` when the listing ends), `on_status(text)` while
+        models load, `on_image(outcome)` after each image, and `on_abort()` on a second Ctrl-C (the CLI
+        exits there).
         """
-        from visextract.engines.lifecycle import run_with_lifecycle
-        from visextract.engines.local import extract_locally
-        from visextract.images import find_images
+        from visextract.engines.lifecycle import FileListing, run_with_lifecycle
 
         if not paths:
             raise UsageError("no paths given: pass image files or folders")
         if limit is not None and limit < 1:
             raise UsageError(f"{option_name('limit')} must be 1 or more")
-        files = list(itertools.islice(find_images(paths), limit))
+        listing = FileListing(paths, limit)
+        files = list(listing) if self.engine == "local" else listing  # the local engine shows a total at once
         self.prepare_tools()
         self.prepare_llm()
         store = self.store  # open the database now: a bad URL is an error before any work
-        listing_complete = limit is None or len(files) < limit
-        folders = [Path(p) for p in paths if os.path.isdir(p)] if listing_complete else []
-        if on_start is not None:
-            on_start(len(files))
+        folders = [Path(p) for p in paths if os.path.isdir(p)] if listing.complete or files is listing else []
         plan = dataclasses.replace(self.plan, force=force, discard_reviews=discard_reviews)
-        engine = partial(extract_locally, on_image=on_image, on_status=on_status)
+        if self.engine == "local":
+            from visextract.engines.local import extract_locally
+
+            engine = partial(extract_locally, on_image=on_image, on_status=on_status)
+            if on_start is not None:
+                on_start(len(files))
+        else:
+            from visextract.engines.ray import extract_on_ray
+
+            cluster = self.ray.connect()  # the cluster is checked before any work too
+            engine = partial(extract_on_ray, cluster=cluster, on_start=on_start, on_image=on_image, on_status=on_status)
+            try:
+                return run_sync(lambda: run_with_lifecycle(plan, files, folders, engine, store, stop, on_abort))
+            finally:
+                cluster.close()
         return run_sync(lambda: run_with_lifecycle(plan, files, folders, engine, store, stop, on_abort))
 
     def records(self, schema: str | None = None, status: str | None = None) -> Iterator[Record[Any]]:
@@ -223,6 +245,27 @@ class Extractor:
             if not versions:
                 raise
             return stored_schema(versions[-1])
+
+
+def check_engine(
+    engine: str, ray_address: str | None, gpus_per_worker: float | None, workers: int | None, db_url: str
+) -> Any:
+    """The ray engine's options, checked (None for the local engine); a bad choice is a usage error now."""
+    if engine == "local":
+        for name, value in (("ray_address", ray_address), ("gpus_per_worker", gpus_per_worker), ("workers", workers)):
+            if value is not None:
+                raise UsageError(f"{option_name(name)} is for the ray engine: add {option_name('engine')} ray")
+        return None
+    if engine != "ray":
+        raise UsageError(f"{option_name('engine')} {engine!r}: use local or ray")
+    try:
+        from visextract.engines.ray import RayOptions
+    except ImportError as exc:
+        raise UsageError(
+            f"{option_name('engine')} ray needs Ray Data ({exc.name or 'ray'} is not installed): "
+            "pip install 'visextract[ray]'"
+        ) from None
+    return RayOptions(address=ray_address, gpus_per_worker=gpus_per_worker, workers=workers, db_url=db_url)
 
 
 def default_artifacts_dir(db_url: str) -> Path:

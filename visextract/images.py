@@ -56,21 +56,25 @@ def find_images(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     own path (a duplicate of the target is stored once, under both paths). Symlinked folders are
     followed after the real ones, and a folder is entered once, whatever the path to it: a symlink
     loop ends, and a file is not listed again through a symlinked folder.
+
+    A generator whose memory grows with the number of folders (and of files named explicitly), never
+    with the number of files found: millions of files stream through it.
     """
-    seen_dirs: set[str] = set()
-    seen_files: set[Path] = set()
+    seen_dirs: set[str] = set()  # real paths of the folders entered
+    walked: set[str] = set()  # the folders entered, as listed: their image files were yielded
+    named: set[Path] = set()  # files named explicitly
     for raw in paths:
         path = Path(os.path.abspath(os.path.expanduser(raw)))  # "a/../a/x.jpg" and "a/x.jpg" are one path
         if not path.exists() and not path.is_symlink():
             raise UsageError(f"no such file or folder: {raw}")
         if path.is_dir():
-            yield from _walk(path, seen_dirs, seen_files)
-        elif path not in seen_files:
-            seen_files.add(path)
+            yield from _walk(path, seen_dirs, walked, named)
+        elif path not in named and not (str(path.parent) in walked and path.suffix.lower() in IMAGE_EXTENSIONS):
+            named.add(path)
             yield path
 
 
-def _walk(top: Path, seen_dirs: set[str], seen_files: set[Path]) -> Iterator[Path]:
+def _walk(top: Path, seen_dirs: set[str], walked: set[str], named: set[Path]) -> Iterator[Path]:
     """Depth first, sorted; folders reached through a symlink wait until the real folders are done."""
     stack = [top]
     linked: list[Path] = []
@@ -85,6 +89,7 @@ def _walk(top: Path, seen_dirs: set[str], seen_files: set[Path]) -> Iterator[Pat
         except OSError as exc:
             log.warning("cannot list folder %s: %s", folder, exc.strerror or exc)
             continue
+        walked.add(str(folder))
         subfolders = []
         for entry in entries:
             path = Path(entry.path)
@@ -94,8 +99,7 @@ def _walk(top: Path, seen_dirs: set[str], seen_files: set[Path]) -> Iterator[Pat
                 is_dir = False
             if is_dir:
                 (linked if entry.is_symlink() else subfolders).append(path)
-            elif path.suffix.lower() in IMAGE_EXTENSIONS and path not in seen_files:
-                seen_files.add(path)
+            elif path.suffix.lower() in IMAGE_EXTENSIONS and path not in named:
                 yield path
         stack.extend(reversed(subfolders))
 

@@ -50,8 +50,11 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
     await ctx.claim(str(path), file.sha256)  # a copy of this file in flight finishes first
-    done = partial(ctx.store.is_done, redo_reviewed=ctx.discard_reviews)
-    if not ctx.force and await asyncio.to_thread(done, file.sha256, ctx.schema, ctx.producer_key):
+    done = partial(
+        ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key,
+        run_id=ctx.run_id, force=ctx.force, redo_reviewed=ctx.discard_reviews,
+    )  # fmt: skip
+    if await asyncio.to_thread(done):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256, ctx.run_id)
         return {"file": file, "status": "skipped"}
     try:

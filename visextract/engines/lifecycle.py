@@ -9,18 +9,20 @@ paths, summary).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visextract.agents.llm.base import VisionLlm
+from visextract.agents.llm.gate import LlmGate
 from visextract.config import Settings
 from visextract.errors import ModelUnavailableError, UsageError
 from visextract.schemas.base import RecordSchema
@@ -137,10 +139,10 @@ class RunPlan:
             raise ModelUnavailableError(f"local LLM: {reason}")
         return local
 
-    def open_context(self, stop: threading.Event | None = None) -> ExtractionContext:
-        """Build the tools' batchers, the database writer, the search embedder and the LLM gate."""
+    def open_context(self, stop: threading.Event | None = None, llm_gate: LlmGate | None = None) -> ExtractionContext:
+        """Build the tools' batchers, the database writer, the search embedder and the LLM gate (`llm_gate`,
+        or one of this plan's concurrency and budget)."""
         from visextract.agents.extraction_state import ExtractionContext, LlmSettings
-        from visextract.agents.llm.gate import LlmGate
         from visextract.tools.batcher import Batcher, tool_batcher
 
         tools = {tool.name: tool for tool in self.build_tools()}
@@ -164,7 +166,7 @@ class RunPlan:
             stop=stop or threading.Event(),
             llm=LlmSettings(
                 backend=llm,
-                gate=LlmGate(self.concurrency, self.budget_usd),
+                gate=llm_gate or LlmGate(self.concurrency, self.budget_usd),
                 max_reasks=self.max_reasks,
                 image_detail=self.image_detail,
                 image_max_side=settings.llm_image_max_side,
@@ -185,6 +187,35 @@ class RunPlan:
             await backend.aclose()
 
 
+class FileListing:
+    """The image files under `paths` (at most `limit`), found while an engine iterates over them, so a
+    listing of millions streams. Afterwards `found` says how many, and `complete` whether every file
+    under the paths was listed (only then can paths no longer found there be marked missing).
+
+        files = FileListing(["photos/"], limit=None)
+        for path in files: ...
+        files.found, files.complete
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> None:
+        for path in paths:  # a mistyped path is a usage error now, before any work
+            if not os.path.lexists(os.path.expanduser(path)):
+                raise UsageError(f"no such file or folder: {path}")
+        self.paths = list(paths)
+        self.limit = limit
+        self.found = 0
+        self.complete = False
+
+    def __iter__(self) -> Iterator[Path]:
+        from visextract.images import find_images
+
+        self.found = 0
+        for path in itertools.islice(find_images(self.paths), self.limit):
+            self.found += 1
+            yield path
+        self.complete = self.limit is None or self.found < self.limit
+
+
 def embed_for_search(texts: Sequence[str]) -> list[bytes]:
     """Search-text embeddings as float32 bytes, as stored in `record_embedding`."""
     from visextract.local_models.embedder import embed_texts
@@ -197,7 +228,7 @@ Engine = Callable[[RunPlan, Iterable[Path | str], threading.Event], Awaitable["R
 
 async def run_with_lifecycle(
     plan: RunPlan,
-    files: Sequence[Path | str],
+    files: Sequence[Path | str] | FileListing,
     folders: Sequence[Path | str],
     engine: Engine,
     store: Store,
@@ -206,6 +237,7 @@ async def run_with_lifecycle(
 ) -> RunSummary:
     """Record the run in the database around `engine(plan, files, stop)`: its row and heartbeat, the paths
     under `folders` it no longer found (only after a complete, uninterrupted run), and its summary.
+    `files` is a list, or a `FileListing` that the engine streams.
 
     Ctrl-C (main thread): the first sets `stop`, the engine finishes what it is computing and the summary
     follows; the second marks the run interrupted and calls `on_abort` (the CLI exits there) or raises
@@ -224,7 +256,7 @@ async def run_with_lifecycle(
 
 async def _recorded_run(
     plan: RunPlan,
-    files: Sequence[Path | str],
+    files: Sequence[Path | str] | FileListing,
     folders: Sequence[Path | str],
     engine: Engine,
     store: Store,
@@ -238,7 +270,7 @@ async def _recorded_run(
             plan.schema,
             _tool_keys(plan),
             {
-                "files": len(files),
+                "files": None if isinstance(files, FileListing) else len(files),
                 "force": plan.force,
                 "llm": _llm_name(plan),
                 "heartbeat_s": plan.settings.run_heartbeat_s,
@@ -251,7 +283,8 @@ async def _recorded_run(
     missing = 0
     try:
         outcome = await engine(plan, files, stop)
-        if not outcome.interrupted and outcome.fatal is None:
+        listed_all = not isinstance(files, FileListing) or files.complete
+        if not outcome.interrupted and outcome.fatal is None and listed_all:
             missing = sum(store.mark_missing(folder, plan.run_id) for folder in folders)
     finally:
         heartbeat.stop()
@@ -273,7 +306,7 @@ async def _recorded_run(
             interrupted=status == "interrupted",
             failures=outcome.failures if outcome is not None else [],
             missing=missing,
-            found=len(files),
+            found=files.found if isinstance(files, FileListing) else len(files),
             llm_cost_usd=outcome.llm_cost_usd if outcome is not None else None,
             budget_skipped=outcome.budget_skipped if outcome is not None else 0,
             llm_problem=outcome.llm_problem if outcome is not None else None,

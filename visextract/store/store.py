@@ -255,9 +255,26 @@ class Store:
                 )
             ).first()
 
-    def is_done(self, subject: str, schema: RecordSchema, producer_key: str, redo_reviewed: bool = False) -> bool:
-        """Whether the current record was made with this schema version and the same tools/LLM
-        (`producer_key`), and is final. `redo_reviewed`: a reviewed record is not done (discard reviews)."""
+    def is_done(
+        self,
+        subject: str,
+        schema: RecordSchema,
+        producer_key: str,
+        *,
+        run_id: int | None = None,
+        force: bool = False,
+        redo_reviewed: bool = False,
+    ) -> bool:
+        """Whether the image needs no work: run `run_id` already made a record of it (a copy of the file, or
+        a batch retried after its worker died: one run never makes two versions), or, unless `force`, the
+        current record was made with this schema version and the same tools/LLM (`producer_key`), and is
+        final. `redo_reviewed`: a reviewed record is not done (discard reviews)."""
+        if run_id is not None:
+            with self.read() as session:
+                if _made_in_run(session, subject, schema.name, run_id) is not None:
+                    return True
+        if force:
+            return False
         record = self.current_record(subject, schema.name)
         return (
             record is not None
@@ -318,6 +335,10 @@ class Store:
                         ["image_id", "tool", "cache_key"],
                     )
             subject = draft.subject_key()
+            made = _made_in_run(session, subject, draft.schema_name, draft.run_id) if draft.run_id else None
+            if made is not None:  # a copy or a retry raced this one: the run keeps the record it made first
+                session.commit()
+                return SaveResult(made[0], made[1])
             same_subject = (col(RecordRow.subject) == subject, col(RecordRow.schema_name) == draft.schema_name)
             current = session.exec(select(RecordRow).where(*same_subject, col(RecordRow.is_current))).first()
             self._keep_reviewed_values(session, draft, current, same_subject)
@@ -606,6 +627,16 @@ class Store:
             return session.exec(
                 select(func.count(func.distinct(ImagePathRow.sha256))).where(col(ImagePathRow.missing_at).is_(None))
             ).one()
+
+
+def _made_in_run(session: Session, subject: str, schema_name: str, run_id: int) -> tuple[int, bool] | None:
+    """(id, is_current) of the record run `run_id` made of this image and schema, if it made one."""
+    row = session.exec(
+        select(RecordRow.id, RecordRow.is_current).where(
+            RecordRow.subject == subject, RecordRow.schema_name == schema_name, RecordRow.run_id == run_id
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 def listed(include_missing: bool = False) -> tuple[Any, ...]:

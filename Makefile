@@ -21,8 +21,9 @@ demo: install
 	@echo "Export (first record shown):  $(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1"
 	@$(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1
 
+# The PostgreSQL tests run against $VISEXTRACT_TEST_POSTGRES_URL, or a throwaway server .ci/with-postgres starts.
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 .ci/with-postgres $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check visextract tests bench

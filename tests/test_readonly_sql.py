@@ -1,15 +1,13 @@
 """Read-only SQL: SELECTs work, every kind of write is refused in one line, and the database is left unchanged.
 
-Runs on SQLite always, and on PostgreSQL too when VISEXTRACT_TEST_POSTGRES_URL is set, e.g.
-VISEXTRACT_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres (the tests create and drop
-their own database on that server).
+Runs on SQLite, and on the PostgreSQL server of VISEXTRACT_TEST_POSTGRES_URL (`make test` starts one); the tests
+create and drop their own database on that server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import statistics
 import time
@@ -32,8 +30,6 @@ from visextract.store.readonly_sql import (
     readonly_connection,
     run_readonly_sql,
 )
-
-POSTGRES_URL = os.environ.get("VISEXTRACT_TEST_POSTGRES_URL")
 
 LABELS = ["cat", "dog", "car"]
 STATUSES = ["ok", "ok", "needs_review", "failed"]
@@ -137,14 +133,12 @@ def _make_sqlite(folder: Path) -> Database:
 
 
 @pytest.fixture(scope="module")
-def postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    if not POSTGRES_URL:
-        pytest.skip("set VISEXTRACT_TEST_POSTGRES_URL to run the PostgreSQL tests")
+def postgres_database(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     name = f"vx_readonly_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
     try:
         _fill_postgres(url)
         yield Database("postgresql", url, tmp_path_factory.mktemp("pg-files"))

@@ -57,7 +57,12 @@ def test_a_changed_file_shows_only_its_new_content_and_a_deleted_one_goes_missin
     assert records[0]["tools"]["classifier"][0]["label"] in listing  # the new content's label, not the cat's
     hits = json.loads(cli("search", "a cat", "--db", any_db, "--format", "json").stdout)
     assert old_a not in {hit["sha256"] for hit in hits} and {Path(h["path"]).name for h in hits} == {"a.png"}
-    assert listed_rows(any_db, "SELECT path FROM record WHERE is_current AND NOT missing GROUP BY path HAVING count(*) > 1") == []
+    assert (
+        listed_rows(
+            any_db, "SELECT path FROM record WHERE is_current AND NOT missing GROUP BY path HAVING count(*) > 1"
+        )
+        == []
+    )
     assert [Path(row.path).name for row in listed_rows(any_db, "SELECT path FROM scene")] == ["a.png"]
 
     history = export(cli, any_db, "--all-versions")

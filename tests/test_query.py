@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-import sqlite3
 from pathlib import Path
 
 import pytest

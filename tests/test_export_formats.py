@@ -228,12 +228,38 @@ def test_schemas_exported_together_merge_and_clashes_become_json(server, photos,
     assert rows.fetchall() == [("crate", 30, 12.5, None, '"two"'), ("shelf", 8, None, 1, "2")]
 
 
+def copy_of(db: str, target: Path) -> str:
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    return f"sqlite:///{target}"
+
+
+def test_a_review_is_a_struct(photos_db, cli, tmp_path):
+    db = copy_of(photos_db, tmp_path / "reviewed.db")
+    review = {"by": "ann", "at": "2026-01-02T03:04:05+00:00", "fields": ["face_count"], "accepted": ["labels"]}
+    store = Store(db)
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE record SET review = :review WHERE path LIKE '%astronaut.png'"), {"review": json.dumps(review)}
+        )
+    store.close()
+    expected = jsonl_export(cli, db)
+    table = parquet_export(cli, db, tmp_path / "reviewed.parquet")
+    assert read_back(table) == [without_nones(record) for record in expected]
+    names = pa.list_(pa.string())
+    assert table.schema.field("review").type == pa.struct(
+        [("by", pa.string()), ("at", pa.string()), ("fields", names), ("accepted", names)]
+    )
+    rows = duckdb.connect().execute(
+        "SELECT review.by, review.fields[1] FROM read_parquet(?) WHERE review IS NOT NULL",
+        [str(tmp_path / "reviewed.parquet")],
+    )
+    assert rows.fetchall() == [("ann", "face_count")]
+
+
 def test_a_value_that_does_not_fit_its_schema_is_kept_as_json(photos_db, cli, tmp_path):
     """A database edited by hand (or written by an older version): nothing is dropped or changed."""
-    copy = tmp_path / "edited.db"
-    with sqlite3.connect(photos_db.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as target:
-        source.backup(target)
-    db = f"sqlite:///{copy}"
+    db = copy_of(photos_db, tmp_path / "edited.db")
     store = Store(db)
     with store.engine.begin() as connection:
         first = connection.execute(text("SELECT id FROM record WHERE status = 'ok' ORDER BY path LIMIT 1")).scalar()

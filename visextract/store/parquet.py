@@ -55,7 +55,7 @@ COLUMNS = (
 )  # fmt: skip
 HISTORY_COLUMNS = ("record_id", "is_current", "missing", "created_at")
 
-# The stored review (store/review): who, when, the fields they edited and those they accepted unchanged.
+# A record's review (DESIGN.md, "Human review"): who, when, the fields edited and those accepted unchanged.
 REVIEW_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -66,7 +66,7 @@ REVIEW_JSON_SCHEMA: dict[str, Any] = {
     },
 }
 
-Path_ = tuple[str, ...]  # where a type sits: ("data", "labels", "[]"); "[]" list items, "{}" map values
+Place = tuple[str, ...]  # where a value sits: ("data", "labels", "[]"); "[]" list items, "{}" map values
 _ITEMS, _VALUES = "[]", "{}"
 _MAX_REWRITES = 50
 
@@ -85,7 +85,7 @@ def write_parquet(
     `records` is called again if a value does not fit its type (see the module docstring).
     """
     pa, pq = _pyarrow()
-    as_json: set[Path_] = set()
+    as_json: set[Place] = set()
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     for _ in range(_MAX_REWRITES):
         schema = export_arrow_schema(data_schemas, with_history, tuple(extra_tools), frozenset(as_json))
@@ -110,7 +110,7 @@ def export_arrow_schema(
     data_schemas: Sequence[Mapping[str, Any]],
     with_history: bool = False,
     extra_tools: Sequence[str] = (),
-    as_json: frozenset[Path_] = frozenset(),
+    as_json: frozenset[Place] = frozenset(),
 ) -> pa.Schema:
     """The Arrow schema of the export (see the module docstring); places in `as_json` are JSON text."""
     pa, _ = _pyarrow()
@@ -166,19 +166,19 @@ def export_arrow_schema(
 
 
 def arrow_type(
-    node: Any, root: Mapping[str, Any] | None, path: Path_, as_json: frozenset[Path_] = frozenset()
+    node: Any, root: Mapping[str, Any] | None, path: Place, as_json: frozenset[Place] = frozenset()
 ) -> pa.DataType:
     """The Arrow type of values valid for the JSON Schema `node` (`root` resolves `$ref`s; None: `node`)."""
     return _TypeBuilder(root if root is not None else node, as_json).build(node, path, ())
 
 
 class _TypeBuilder:
-    def __init__(self, root: Mapping[str, Any], as_json: frozenset[Path_]) -> None:
+    def __init__(self, root: Mapping[str, Any], as_json: frozenset[Place]) -> None:
         self.pa, _ = _pyarrow()
         self.root = root
         self.as_json = as_json
 
-    def build(self, node: Any, path: Path_, refs: tuple[str, ...]) -> pa.DataType:
+    def build(self, node: Any, path: Place, refs: tuple[str, ...]) -> pa.DataType:
         pa = self.pa
         if path in self.as_json or not isinstance(node, Mapping):
             return _json_type()
@@ -224,7 +224,7 @@ class _TypeBuilder:
                 return pa.map_(pa.string(), self.build(extra, (*path, _VALUES), refs))
         return _json_type()  # a free-form object, `{}` (any value), or only null
 
-    def _union(self, variants: list[Any], path: Path_, refs: tuple[str, ...]) -> pa.DataType:
+    def _union(self, variants: list[Any], path: Place, refs: tuple[str, ...]) -> pa.DataType:
         options = [v for v in variants if not (isinstance(v, Mapping) and v.get("type") == "null")]
         if not options:
             return _json_type()
@@ -281,14 +281,14 @@ def _literal_type(values: list[Any]) -> pa.DataType:
     return _json_type()
 
 
-def _struct_or_json(fields: dict[str, pa.DataType], path: Path_, as_json: frozenset[Path_]) -> pa.DataType:
+def _struct_or_json(fields: dict[str, pa.DataType], path: Place, as_json: frozenset[Place]) -> pa.DataType:
     pa, _ = _pyarrow()
     if path in as_json or not fields:  # Parquet has no struct without fields
         return _json_type()
     return pa.struct(list(fields.items()))
 
 
-def _at(path: Path_, as_json: frozenset[Path_], kind: pa.DataType) -> pa.DataType:
+def _at(path: Place, as_json: frozenset[Place], kind: pa.DataType) -> pa.DataType:
     return _json_type() if path in as_json else kind
 
 
@@ -308,7 +308,7 @@ def _is_json(kind: pa.DataType) -> bool:
 class _Misfit(Exception):
     """A value that does not fit its type: control flow for `write_parquet`, never shown as an error."""
 
-    def __init__(self, path: Path_, reason: str) -> None:
+    def __init__(self, path: Place, reason: str) -> None:
         super().__init__(reason)
         self.path = path
         self.reason = reason
@@ -336,7 +336,7 @@ def _write(records: Iterator[dict[str, Any]], target: Path, schema: pa.Schema, p
     return count
 
 
-def _fit(value: Any, kind: pa.DataType, path: Path_) -> Any:
+def _fit(value: Any, kind: pa.DataType, path: Place) -> Any:
     """`value` as pyarrow takes it for `kind` (JSON text for JSON places); _Misfit if it does not fit."""
     import pyarrow as pa
 
@@ -411,7 +411,7 @@ def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield chunk
 
 
-def _dotted(path: Path_) -> str:
+def _dotted(path: Place) -> str:
     return ".".join(path).replace(f".{_ITEMS}", _ITEMS).replace(f".{_VALUES}", _VALUES)
 
 

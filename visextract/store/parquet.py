@@ -316,19 +316,17 @@ class _Misfit(Exception):
 
 
 def _write(records: Iterator[dict[str, Any]], target: Path, schema: pa.Schema, pa: Any, pq: Any) -> int:
-    storage = [(field.name, field.type, _storage_type(field.type)) for field in schema]
+    columns = [(field.name, _converter(field.type, (field.name,)), _storage_type(field.type)) for field in schema]
     count = 0
     with pq.ParquetWriter(str(target), schema) as writer:
         for chunk in _chunks(records, BATCH_ROWS):
             arrays = []
-            for name, kind, stored in storage:
-                values = []
-                for record in chunk:
-                    try:
-                        values.append(_fit(record.get(name), kind, (name,)))
-                    except _Misfit as misfit:
-                        misfit.record = str(record.get("path"))
-                        raise
+            for (name, convert, stored), kind in zip(columns, schema.types, strict=True):
+                try:
+                    values = [convert(record.get(name)) for record in chunk]
+                except _Misfit as misfit:
+                    misfit.record = next(str(r.get("path")) for r in chunk if _misfits(convert, r.get(name)))
+                    raise
                 array = pa.array(values, type=stored)
                 arrays.append(array if stored.equals(kind) else array.cast(kind))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
@@ -336,44 +334,92 @@ def _write(records: Iterator[dict[str, Any]], target: Path, schema: pa.Schema, p
     return count
 
 
-def _fit(value: Any, kind: pa.DataType, path: Place) -> Any:
-    """`value` as pyarrow takes it for `kind` (JSON text for JSON places); _Misfit if it does not fit."""
+def _misfits(convert: Callable[[Any], Any], value: Any) -> bool:
+    try:
+        convert(value)
+    except _Misfit:
+        return True
+    return False
+
+
+Converter = Callable[[Any], Any]
+
+
+def _converter(kind: pa.DataType, path: Place) -> Converter:
+    """A function from a JSON value to what pyarrow takes for `kind` (JSON text for JSON places) that raises
+    _Misfit for a value that does not fit. Built once per column: one type test per value, not per value and
+    type node."""
     import pyarrow as pa
 
-    if value is None:
-        return None
+    def misfit(value: Any) -> _Misfit:
+        return _Misfit(path, f"{type(value).__name__} {_short(value)} is not {kind}")
+
     if _is_json(kind):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    if pa.types.is_string(kind):
-        if isinstance(value, str):
+        return lambda value: None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+    if pa.types.is_list(kind):
+        item = _converter(kind.value_type, (*path, _ITEMS))
+
+        def convert_list(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, list):
+                return [item(element) for element in value]
+            raise misfit(value)
+
+        return convert_list
+    if pa.types.is_map(kind):
+        entry = _converter(kind.item_type, (*path, _VALUES))
+
+        def convert_map(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                return [(str(key), entry(element)) for key, element in value.items()]
+            raise misfit(value)
+
+        return convert_map
+    if pa.types.is_struct(kind):
+        fields = [(field.name, _converter(field.type, (*path, field.name))) for field in kind]
+        names = frozenset(name for name, _ in fields)
+
+        def convert_struct(value: Any) -> Any:
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise misfit(value)
+            if not names.issuperset(value):
+                unknown = next(key for key in value if key not in names)
+                raise _Misfit(path, f"it has {unknown!r}, which its type does not")
+            return {name: to_arrow(value.get(name)) for name, to_arrow in fields}
+
+        return convert_struct
+    if pa.types.is_timestamp(kind):
+
+        def convert_moment(value: Any) -> Any:
+            moment = None if value is None else _datetime(value)
+            if value is not None and moment is None:
+                raise misfit(value)
+            return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)  # the store writes UTC
+
+        return convert_moment
+    if pa.types.is_floating(kind):
+
+        def convert_number(value: Any) -> Any:
+            if value is None or type(value) is float:
+                return value
+            if type(value) is int:  # JSON has one number type; bool is not an int here
+                return float(value)
+            raise misfit(value)
+
+        return convert_number
+    exact = {"string": str, "int64": int, "bool": bool}[str(kind)]  # exact types: True is no int64, 1 no bool
+
+    def convert_scalar(value: Any) -> Any:
+        if value is None or type(value) is exact:
             return value
-    elif pa.types.is_int64(kind):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif pa.types.is_floating(kind):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif pa.types.is_boolean(kind):
-        if isinstance(value, bool):
-            return value
-    elif pa.types.is_list(kind):
-        if isinstance(value, list):
-            return [_fit(item, kind.value_type, (*path, _ITEMS)) for item in value]
-    elif pa.types.is_map(kind):
-        if isinstance(value, dict):
-            return [(str(key), _fit(item, kind.item_type, (*path, _VALUES))) for key, item in value.items()]
-    elif pa.types.is_struct(kind):
-        if isinstance(value, dict):
-            names = {field.name for field in kind}
-            unknown = [key for key in value if key not in names]
-            if unknown:
-                raise _Misfit(path, f"it has {unknown[0]!r}, which its type does not")
-            return {field.name: _fit(value.get(field.name), field.type, (*path, field.name)) for field in kind}
-    elif pa.types.is_timestamp(kind):
-        moment = _datetime(value)
-        if moment is not None:
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # the store writes UTC
-    raise _Misfit(path, f"{type(value).__name__} {_short(value)} is not {kind}")
+        raise misfit(value)
+
+    return convert_scalar
 
 
 def _datetime(value: Any) -> datetime | None:

@@ -20,9 +20,12 @@ demo: install
 	@echo
 	@echo "Export (first record shown):  $(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1"
 	@$(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1
+	@echo
+	@echo "See every record on its image, review and chat in the browser:  $(BIN)/visextract serve"
 
 # The PostgreSQL tests run against $VISEXTRACT_TEST_POSTGRES_URL, or a throwaway server .ci/with-postgres starts.
 test: install
+	.ci/ensure-chromium
 	HF_HUB_OFFLINE=1 .ci/with-postgres $(BIN)/python -m pytest -q
 
 lint: install

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _synthetic import insert_images
+
 SQL = [
     "SELECT count(*) AS n FROM scene WHERE face_count > 0",
     "SELECT path, labels FROM scene WHERE face_count = 2 LIMIT 20",
@@ -42,7 +44,7 @@ def build(url: str, count: int) -> None:
     from visextract.schemas.scene import SCENE
     from visextract.schemas.search_text import label_description
     from visextract.store import Store
-    from visextract.store.tables import ImageRow, RecordEmbeddingRow, RecordRow, utc_now
+    from visextract.store.tables import RecordEmbeddingRow, RecordRow, utc_now
 
     store = Store(url)
     store.start_run(SCENE, {}, {"synthetic": count})
@@ -68,11 +70,7 @@ def build(url: str, count: int) -> None:
     with store.engine.begin() as connection:
         for start in range(0, count, chunk):
             ids = range(start + 1, min(count, start + chunk) + 1)
-            connection.execute(
-                ImageRow.__table__.insert(),
-                [{"id": i, "sha256": f"{i:064x}", "size_bytes": 1000, "width": 640, "height": 480, "format": "JPEG",
-                  "exif": {}, "created_at": now} for i in ids],
-            )  # fmt: skip
+            insert_images(connection, ids, now)
             rows, embeddings = [], []
             for i in ids:
                 data, segments = distinct[i % len(distinct)]

@@ -234,16 +234,12 @@ def copy_of(db: str, target: Path) -> str:
     return f"sqlite:///{target}"
 
 
-def test_a_review_is_a_struct(photos_db, cli, tmp_path):
+def test_a_review_is_a_struct(photos_db, photos, cli, tmp_path):
     db = copy_of(photos_db, tmp_path / "reviewed.db")
-    review = {"by": "ann", "at": "2026-01-02T03:04:05+00:00", "fields": ["face_count"], "accepted": ["labels"]}
-    store = Store(db)
-    with store.engine.begin() as connection:
-        connection.execute(
-            text("UPDATE record SET review = :review WHERE path LIKE '%astronaut.png'"), {"review": json.dumps(review)}
-        )
-    store.close()
+    vx.review(str(photos / "astronaut.png"), {"face_count": 2}, by="ann", db=db)
     expected = jsonl_export(cli, db)
+    (reviewed,) = [record for record in expected if record["review"]]
+    assert reviewed["review"]["fields"] == ["face_count"] and reviewed["version"] == 2
     table = parquet_export(cli, db, tmp_path / "reviewed.parquet")
     assert read_back(table) == [without_nones(record) for record in expected]
     names = pa.list_(pa.string())
@@ -251,10 +247,11 @@ def test_a_review_is_a_struct(photos_db, cli, tmp_path):
         [("by", pa.string()), ("at", pa.string()), ("fields", names), ("accepted", names)]
     )
     rows = duckdb.connect().execute(
-        "SELECT review.by, review.fields[1] FROM read_parquet(?) WHERE review IS NOT NULL",
+        "SELECT review.by, review.fields[1], data.face_count, provenance.face_count.source "
+        "FROM read_parquet(?) WHERE review IS NOT NULL",
         [str(tmp_path / "reviewed.parquet")],
     )
-    assert rows.fetchall() == [("ann", "face_count")]
+    assert rows.fetchall() == [("ann", "face_count", 2, "human")]
 
 
 def test_a_value_that_does_not_fit_its_schema_is_kept_as_json(photos_db, cli, tmp_path):

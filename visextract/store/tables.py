@@ -86,6 +86,17 @@ class ToolResultRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now)
 
 
+# The gallery's keyset pages (newest first, one filter at a time) and its facet counts (a covering index).
+# is_current never leads: other queries (by subject, by path) must not be drawn to these indexes. The
+# unfiltered page walks the primary key backwards.
+GALLERY_INDEXES = (
+    Index("record_page_by_status", "status", "is_current", "missing", "id"),
+    Index("record_page_by_schema", "schema_name", "is_current", "missing", "id"),
+    Index("record_page_by_label", "label", "is_current", "missing", "id"),
+    Index("record_facets", "schema_name", "status", "label", "is_current", "missing"),
+)
+
+
 class RecordRow(SQLModel, table=True):
     __tablename__ = "record"
     __table_args__ = (
@@ -99,6 +110,7 @@ class RecordRow(SQLModel, table=True):
         ),
         Index("record_by_status", "schema_name", "is_current", "status"),
         Index("record_by_subject", "subject", "schema_name"),
+        *GALLERY_INDEXES,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -124,6 +136,7 @@ class RecordRow(SQLModel, table=True):
         default=None, sa_column=Column(JsonColumn), description='{"by", "at", "fields"} when a person reviewed it'
     )
     missing: bool = Field(default=False, description="every path that held this content is gone")
+    label: str | None = Field(default=None, description="its tools' top label, for the gallery's label facet")
 
 
 class RecordSchemaRow(SQLModel, table=True):

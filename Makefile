@@ -23,9 +23,10 @@ demo: install
 	@echo
 	@echo "See every record on its image, review and chat in the browser:  $(BIN)/visextract serve"
 
+# The PostgreSQL tests run against $VISEXTRACT_TEST_POSTGRES_URL, or a throwaway server .ci/with-postgres starts.
 test: install
 	.ci/ensure-chromium
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 .ci/with-postgres $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check visextract tests bench

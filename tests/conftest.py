@@ -58,10 +58,13 @@ def cli() -> Callable[..., object]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
-    """The PostgreSQL server `.ci/run` starts (VISEXTRACT_TEST_POSTGRES_URL); tests skip without one."""
+    """The PostgreSQL server of VISEXTRACT_TEST_POSTGRES_URL (`make test` starts one); tests skip without one,
+    except under CI, where they fail."""
     url = os.environ.get("VISEXTRACT_TEST_POSTGRES_URL")
+    if not url and os.environ.get("CI"):
+        pytest.fail("CI runs every PostgreSQL test, but VISEXTRACT_TEST_POSTGRES_URL is not set: use .ci/with-postgres")
     if not url:
-        pytest.skip("set VISEXTRACT_TEST_POSTGRES_URL (e.g. via .ci/run) to run the PostgreSQL tests")
+        pytest.skip("set VISEXTRACT_TEST_POSTGRES_URL, or run through .ci/with-postgres (as make test does)")
     return url
 
 

@@ -3,12 +3,15 @@ structured output modes, validation re-asks, transient retries, fatal errors, us
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import json
 from pathlib import Path
 
 import pytest
 from openai_test_server import OpenAITestServer, json_reply
+from PIL import Image
 from sqlmodel import select
 
 import visextract as vx
@@ -162,8 +165,8 @@ def test_a_server_with_only_json_mode_gets_json_mode(monkeypatch, photos, tmp_pa
 @pytest.mark.parametrize(
     ("status", "message", "hint"),
     [
-        (401, "Incorrect API key provided", "OPENAI_API_KEY"),
-        (404, "The model `nope` does not exist", "--llm-model"),
+        (401, "Incorrect API key provided", "check OPENAI_API_KEY"),
+        (404, "The model `nope` does not exist", "check --llm-model 'nope' and OPENAI_BASE_URL"),
     ],
 )
 def test_non_transient_errors_fail_fast_with_one_line(server, photos, tmp_path, cli, status, message, hint):
@@ -172,8 +175,10 @@ def test_non_transient_errors_fail_fast_with_one_line(server, photos, tmp_path, 
     result = cli("run", photos, "--db", db, "--schema", "vehicle", "--llm", "openai", "--llm-model", "nope",
                  "--tools", "colors", "--concurrency", "1")  # fmt: skip
     assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()[-1:]
-    assert str(status) in line and hint in line and "Traceback" not in result.stderr
+    *progress, line = result.stderr.strip().splitlines()  # the progress bar, then the one error line
+    assert not [p for p in progress if p.startswith("error") or "Traceback" in p], result.stderr
+    assert line.startswith(f"error: LLM server {server.base_url} refused the request ({status} "), line
+    assert message in line and line.endswith(f"); {hint}"), line
     assert server.request_count == 1  # no retries, and the run stopped
 
 
@@ -276,3 +281,88 @@ def test_llm_openai_without_a_key_or_server_is_a_usage_error(photos, tmp_path, c
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "OPENAI_API_KEY" in line and "OPENAI_BASE_URL" in line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings the LLM stage honours: image size, prices, and which backend `--llm auto` picks
+
+
+def received_image_size(request) -> tuple[int, int]:
+    """The size of the image the server received, decoded from its data URL."""
+    (image,) = request.images
+    header, payload = image["url"].split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    return Image.open(io.BytesIO(base64.b64decode(payload))).size
+
+
+def fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down so that its longest side is `max_side`, keeping the aspect ratio."""
+    scale = max_side / max(size)
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def test_an_image_larger_than_the_llm_limit_is_downscaled_before_sending(server, photos, tmp_path):
+    large = tmp_path / "coffee-large.png"
+    with Image.open(photos / "coffee.jpg") as coffee:  # a real 600x400 photo, made 1800x1200
+        coffee.resize((coffee.width * 3, coffee.height * 3), Image.Resampling.LANCZOS).save(large)
+    server.default_reply = json_reply(CAR)
+    ex = extractor(tmp_path)
+    assert ex.settings.llm_image_max_side == 1024  # the default
+    assert ex.run(large, photos / "chelsea.png").processed == 2
+    assert {Path(r.path).name for r in ex.records()} == {"coffee-large.png", "chelsea.png"}
+    received = sorted(received_image_size(request) for request in server.requests)
+    with Image.open(photos / "chelsea.png") as chelsea:
+        small = chelsea.size  # 451x300: already within the limit, sent at its size
+    assert received == sorted([fitted((1800, 1200), 1024), small])
+
+
+def test_the_llm_image_limit_comes_from_the_environment(server, photos, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("VISEXTRACT_LLM_IMAGE_MAX_SIDE", "256")
+    server.reply_json(CAR)
+    db = f"sqlite:///{tmp_path / 'small.db'}"
+    result = cli("run", photos / "coffee.jpg", "--db", db, "--schema", "vehicle", "--llm", "openai",
+                 "--tools", "colors")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(photos / "coffee.jpg") as coffee:
+        expected = fitted(coffee.size, 256)
+    (request,) = server.requests
+    assert received_image_size(request) == expected
+
+
+def test_prices_from_the_environment_set_the_cost(server, photos, tmp_path, cli, monkeypatch):
+    prices = {"my-vlm": [100.0, 1000.0], "gpt-4o-mini": [1.0, 2.0]}  # a new model, and a known one re-priced
+    monkeypatch.setenv("VISEXTRACT_LLM_PRICES", json.dumps(prices))
+    db = f"sqlite:///{tmp_path / 'priced.db'}"
+    for model, photo, completion_tokens in (("my-vlm", "coffee.jpg", 64), ("gpt-4o-mini", "chelsea.png", 30)):
+        server.reply_json(CAR, completion_tokens=completion_tokens)
+        result = cli("run", photos / photo, "--db", db, "--schema", "vehicle", "--llm", "openai",
+                     "--llm-model", model, "--tools", "colors")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        per_input, per_output = prices[model]
+        cost = (800 * per_input + completion_tokens * per_output) / 1_000_000  # the server counts 800 prompt tokens
+        assert f"LLM cost: ${cost:.4f}" in result.stdout.splitlines()
+        record = json.loads(cli("show", photos / photo, "--db", db).stdout)
+        assert record["llm"]["model"] == model and record["llm"]["cost_usd"] == pytest.approx(cost)
+
+
+def test_llm_auto_picks_openai_when_a_key_is_set(server, photos, tmp_path, cli):
+    server.default_reply = json_reply({"labels": ["cup"], "face_count": 0, "text": None, "dominant_colors": []})
+    db = f"sqlite:///{tmp_path / 'auto.db'}"
+    result = cli("run", photos / "coffee.jpg", "--db", db, "--tools", "colors")  # no --llm: auto
+    assert result.exit_code == 0, result.output
+    assert server.request_count == 1
+    (record,) = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
+    assert record["llm"]["model"] == "gpt-4o-mini" and record["llm"]["attempts"] == 1
+    assert record["provenance"]["labels"]["source"] == "llm"
+
+
+def test_llm_auto_without_a_key_runs_the_tools_only(server, photos, tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")  # the server is still there (OPENAI_BASE_URL), but no key: no LLM
+    db = f"sqlite:///{tmp_path / 'tools-only.db'}"
+    result = cli("run", photos / "coffee.jpg", "--db", db, "--tools", "colors")
+    assert result.exit_code == 0, result.output
+    assert server.request_count == 0
+    (record,) = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
+    assert record["llm"] is None and record["status"] == "ok"
+    assert record["provenance"]["dominant_colors"]["source"] == "tool:colors"
+    assert vx.Extractor(db=db, tools=["colors"]).llm is None  # the Python API's default is auto too

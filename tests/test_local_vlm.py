@@ -7,16 +7,20 @@ import datetime
 import enum
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import tiny_models
 from PIL import Image
 from pydantic import BaseModel, Field
 
+import visextract as vx
 from visextract.errors import ModelUnavailableError, UsageError
-from visextract.local_models.vlm import GeneratedJson, LocalVlm
+from visextract.local_models import hf
+from visextract.local_models.vlm import AUTO_CLASS, GeneratedJson, LocalVlm
 
 MESSAGES = [
     {"role": "system", "content": "You fill records from photos. Answer with JSON only."},
@@ -114,7 +118,6 @@ def test_answer_always_validates(
 
     result = vlm.generate_json(MESSAGES, cat, schema.model_json_schema())
 
-    assert isinstance(result, GeneratedJson)
     schema.model_validate_json(result.text)
     assert result.prompt_tokens > 0
     assert result.completion_tokens > 0
@@ -187,3 +190,115 @@ def test_schema_the_grammar_cannot_compile(tiny_vlms: dict[str, Path]) -> None:
     vlm = LocalVlm(str(tiny_vlms["llava"]))
     with pytest.raises(UsageError, match="cannot compile the JSON schema"):
         vlm.generate_json(MESSAGES, None, {"type": "object", "properties": {"x": {"type": "colour"}}})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The image reaches the model: the vision encoder sees exactly the processor's pixels of that image, and the
+# prompt holds the image tokens that stand for it
+
+
+@dataclass
+class ModelInputs:
+    """What the model itself received during generation (observed with torch hooks on the real model)."""
+
+    pixel_values: list[Any] = field(default_factory=list)  # one tensor per vision-encoder call
+    prompts: list[Any] = field(default_factory=list)  # input_ids of each prefill (one per decoding pass)
+
+
+@contextmanager
+def watching(model: Any) -> Iterator[ModelInputs]:
+    seen = ModelInputs()
+    encoder = getattr(model.model, "vision_tower", None) or model.model.visual  # LLaVA | Qwen2-VL
+
+    def on_encoder(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen.pixel_values.append((args[0] if args else kwargs["pixel_values"]).detach().clone())
+
+    def on_model(_module: Any, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        input_ids = kwargs.get("input_ids")
+        if input_ids is not None and input_ids.shape[1] > 1:  # the prefill, not one new token
+            seen.prompts.append(input_ids.detach().clone())
+
+    hooks = [
+        encoder.register_forward_pre_hook(on_encoder, with_kwargs=True),
+        model.register_forward_pre_hook(on_model, with_kwargs=True),
+    ]
+    try:
+        yield seen
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def expected_image_input(folder: Path, image: Image.Image) -> tuple[Any, int]:
+    """The pixels the model's own processor makes of `image` and how many image tokens stand for it, computed
+    with transformers directly."""
+    from transformers import AutoConfig, AutoProcessor
+
+    pixels = AutoProcessor.from_pretrained(folder).image_processor(images=[image.convert("RGB")], return_tensors="pt")
+    config = AutoConfig.from_pretrained(folder)
+    if config.model_type == "llava":
+        vision = config.vision_config
+        return pixels["pixel_values"], (vision.image_size // vision.patch_size) ** 2
+    merge = config.vision_config.spatial_merge_size
+    return pixels["pixel_values"], int(pixels["image_grid_thw"].prod()) // merge**2
+
+
+def image_token_id(model: Any) -> int:
+    config = model.config
+    return getattr(config, "image_token_id", None) or config.image_token_index
+
+
+@pytest.fixture(scope="module")
+def coffee() -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.coffee())
+
+
+@pytest.mark.parametrize("name", ["llava", "qwen2_vl"])
+def test_the_image_reaches_the_model(
+    tiny_vlms: dict[str, Path], cat: Image.Image, coffee: Image.Image, name: str
+) -> None:
+    import torch
+
+    folder = tiny_vlms[name]
+    vlm = LocalVlm(str(folder), max_new_tokens=BUDGET)
+    model = hf.load_hf_model(str(folder), AUTO_CLASS)  # the instance LocalVlm uses (cached per process)
+    schema = Parked.model_json_schema()
+    for image in (cat, coffee):
+        with watching(model) as seen:
+            vlm.generate_json(MESSAGES, image, schema)
+        pixels, image_tokens = expected_image_input(folder, image)
+        assert seen.pixel_values, "the vision encoder never ran"
+        for encoded in seen.pixel_values:  # once per decoding pass
+            assert torch.equal(encoded, pixels.to(encoded.dtype))
+        for prompt in seen.prompts:
+            assert int((prompt == image_token_id(model)).sum()) == image_tokens
+
+    with watching(model) as seen:
+        vlm.generate_json(MESSAGES, None, schema)
+    assert seen.pixel_values == [] and seen.prompts
+    assert all(int((prompt == image_token_id(model)).sum()) == 0 for prompt in seen.prompts)
+
+
+def test_the_photo_of_a_run_reaches_the_local_model(tiny_vlms: dict[str, Path], photos: Path, tmp_path: Path) -> None:
+    """End to end through the Extractor: the pixels the vision encoder sees are those of the photo being
+    extracted (after the JPEG round trip the LLM image goes through), not of another photo."""
+    import skimage.data
+
+    folder = tiny_vlms["llava"]
+    model = hf.load_hf_model(str(folder), AUTO_CLASS)
+    extractor = vx.Extractor(
+        db=f"sqlite:///{tmp_path / 'local.db'}", schema="vehicle", tools=["colors"], llm="local", llm_model=str(folder)
+    )
+    with watching(model) as seen:
+        assert extractor.run(photos / "coffee.jpg").processed == 1
+    (encoded,) = seen.pixel_values
+    coffee, _ = expected_image_input(folder, Image.open(photos / "coffee.jpg"))
+    others = [
+        expected_image_input(folder, Image.fromarray(getattr(skimage.data, n)()))[0] for n in ("chelsea", "rocket")
+    ]
+    assert float((encoded - coffee).abs().mean()) < 0.05  # JPEG re-encoding moves a few values a little
+    assert all(float((encoded - other).abs().mean()) > 0.3 for other in others)
+    (record,) = extractor.records()
+    assert record.llm is not None and record.llm.prompt_tokens == sum(prompt.shape[1] for prompt in seen.prompts)

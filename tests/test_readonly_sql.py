@@ -1,15 +1,13 @@
 """Read-only SQL: SELECTs work, every kind of write is refused in one line, and the database is left unchanged.
 
-Runs on SQLite always, and on PostgreSQL too when VISEXTRACT_TEST_POSTGRES_URL is set, e.g.
-VISEXTRACT_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres (the tests create and drop
-their own database on that server).
+Runs on SQLite, and on the PostgreSQL server of VISEXTRACT_TEST_POSTGRES_URL (`make test` starts one); the tests
+create and drop their own database on that server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import statistics
 import time
@@ -26,13 +24,12 @@ from sqlalchemy.engine import make_url
 from visextract.errors import QueryRefusedError, StoreError
 from visextract.store.readonly_sql import (
     _execute_statement,
+    _sqlite_authorizer,
     check_readonly_sql,
     dispose_readonly_engines,
     readonly_connection,
     run_readonly_sql,
 )
-
-POSTGRES_URL = os.environ.get("VISEXTRACT_TEST_POSTGRES_URL")
 
 LABELS = ["cat", "dog", "car"]
 STATUSES = ["ok", "ok", "needs_review", "failed"]
@@ -136,14 +133,12 @@ def _make_sqlite(folder: Path) -> Database:
 
 
 @pytest.fixture(scope="module")
-def postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    if not POSTGRES_URL:
-        pytest.skip("set VISEXTRACT_TEST_POSTGRES_URL to run the PostgreSQL tests")
+def postgres_database(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     name = f"vx_readonly_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
     try:
         _fill_postgres(url)
         yield Database("postgresql", url, tmp_path_factory.mktemp("pg-files"))
@@ -220,7 +215,7 @@ def test_selects_return_json_friendly_rows(database: Database) -> None:
     simple = run_readonly_sql(database.url, "SELECT id, path, status FROM record ORDER BY id LIMIT 3")
     assert simple.columns == ["id", "path", "status"]
     assert simple.rows[0] == {"id": 1, "path": "photos/img01.jpg", "status": "ok"}
-    assert not simple.truncated and simple.seconds >= 0
+    assert not simple.truncated and 0 <= simple.seconds < 5
 
     joined = run_readonly_sql(
         database.url,
@@ -343,88 +338,115 @@ def test_store_created_database(tmp_path: Path) -> None:
 # Writes of any form are refused, in one line, and change nothing
 
 REFUSED = {
-    "delete": "DELETE FROM record",
-    "delete_where": "DELETE FROM record WHERE id = 1",
-    "update": "UPDATE record SET status = 'hacked'",
-    "insert": "INSERT INTO record (id, path, status) VALUES (999, 'x.jpg', 'ok')",
-    "insert_select": "INSERT INTO record SELECT * FROM record",
-    "replace": "REPLACE INTO image (id, sha256) VALUES (1, 'x')",
-    "drop_table": "DROP TABLE record",
-    "drop_index": "DROP INDEX record_status",
-    "create_table": "CREATE TABLE evil (x INTEGER)",
-    "create_table_as": "CREATE TABLE evil AS SELECT * FROM record",
-    "create_temp_table": "CREATE TEMP TABLE evil AS SELECT 1 AS x",
-    "create_view": "CREATE VIEW evil AS SELECT 1 AS x",
-    "create_index": "CREATE INDEX evil ON record (path)",
-    "alter_table": "ALTER TABLE record ADD COLUMN evil INTEGER",
-    "truncate": "TRUNCATE TABLE record",
-    "multi_select_drop": "SELECT 1; DROP TABLE record",
-    "multi_select_delete_lowercase": "select * from record; delete from record",
-    "multi_selects": "SELECT 1; SELECT 2",
-    "multi_after_comment": "SELECT 1 /* harmless */; DELETE FROM record -- done",
-    "cte_delete": "WITH x AS (DELETE FROM record RETURNING *) SELECT * FROM x",
-    "cte_update": "WITH x AS (UPDATE record SET status = 'x' RETURNING id) SELECT count(*) FROM x",
-    "cte_insert": "WITH x AS (INSERT INTO record (id, path, status) VALUES (9, 'x', 'ok') RETURNING id) SELECT 1",
-    "with_then_delete": "WITH x AS (SELECT 1 AS id) DELETE FROM record WHERE id IN (SELECT id FROM x)",
-    "attach": "ATTACH DATABASE '{folder}/other.db' AS other",
-    "detach": "DETACH DATABASE main",
-    "pragma_journal_mode": "PRAGMA journal_mode=DELETE",
-    "pragma_user_version": "PRAGMA user_version = 7",
-    "pragma_writable_schema": "PRAGMA writable_schema = ON",
-    "pragma_read": "PRAGMA table_info(record)",
-    "vacuum": "VACUUM",
-    "vacuum_into": "VACUUM INTO '{folder}/copy.db'",
-    "reindex": "REINDEX",
-    "analyze": "ANALYZE",
-    "select_into": "SELECT * INTO record_copy FROM record",
-    "union_into": "SELECT id FROM record UNION SELECT id FROM image INTO evil",
-    "with_select_into": "WITH x AS (SELECT 1 AS a) SELECT * INTO evil FROM x",
-    "copy_to": "COPY record TO '{folder}/out.csv'",
-    "copy_from": "COPY record FROM '{folder}/in.csv'",
-    "copy_program": "COPY record TO PROGRAM 'touch {folder}/pwned'",
-    "set": "SET statement_timeout = 0",
-    "set_session": "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
-    "reset": "RESET ALL",
-    "load": "LOAD 'plpgsql'",
-    "begin": "BEGIN",
-    "commit": "COMMIT",
-    "explain_analyze": "EXPLAIN ANALYZE DELETE FROM record",
-    "do_block": "DO $$ BEGIN DELETE FROM record; END $$",
-    "call": "CALL evil()",
-    "grant": "GRANT ALL ON record TO PUBLIC",
-    "lock": "LOCK TABLE record",
-    "for_update": "SELECT * FROM record FOR UPDATE",
-    "pg_terminate_backend": "SELECT pg_terminate_backend(pg_backend_pid())",
-    "pg_cancel_backend": "SELECT pg_cancel_backend(1)",
-    "lo_import": "SELECT lo_import('/etc/hostname')",
-    "lo_export": "SELECT lo_export(1, '{folder}/out.bin')",
-    "set_config": "SELECT set_config('default_transaction_read_only', 'off', false)",
-    "pg_sleep": "SELECT pg_sleep(30)",
-    "pg_sleep_qualified": "SELECT pg_catalog.pg_sleep(30)",
-    "pg_sleep_quoted": 'SELECT "pg_sleep"(30)',
-    "pg_sleep_in_subquery": "SELECT * FROM record WHERE id IN (SELECT pg_sleep(30))",
-    "pg_advisory_lock": "SELECT pg_advisory_lock(1)",
-    "pg_read_file": "SELECT pg_read_file('/etc/passwd')",
-    "nextval": "SELECT nextval('vx_seq')",
-    "dblink": "SELECT * FROM dblink('dbname=postgres', 'DELETE FROM record') AS t(x text)",
-    "dblink_exec": "SELECT dblink_exec('dbname=postgres', 'DROP TABLE record')",
-    "query_to_xml": "SELECT query_to_xml('DELETE FROM record RETURNING 1', true, false, '')",
-    "load_extension": "SELECT load_extension('{folder}/evil.so')",
-    "writefile": "SELECT writefile('{folder}/out.txt', 'x')",
-    "readfile": "SELECT readfile('/etc/passwd')",
-    "fts3_tokenizer": "SELECT fts3_tokenizer('simple')",
-    "load_extension_upper_in_cte": "WITH x AS (SELECT LOAD_EXTENSION('evil') AS y) SELECT * FROM x",
-    "values": "VALUES (1)",
-    "unparseable": "SELEC * FROM record",
-    "unterminated_string": "SELECT 'abc FROM record",
-    "unbalanced": "SELECT (1 FROM record",
-    "empty": "",
-    "only_semicolons": " ; ; ",
-    "only_comment": "-- nothing here",
+    "delete": ("DELETE FROM record", "not DELETE"),
+    "delete_where": ("DELETE FROM record WHERE id = 1", "not DELETE"),
+    "update": ("UPDATE record SET status = 'hacked'", "not UPDATE"),
+    "insert": ("INSERT INTO record (id, path, status) VALUES (999, 'x.jpg', 'ok')", "not INSERT"),
+    "insert_select": ("INSERT INTO record SELECT * FROM record", "not INSERT"),
+    "replace": ("REPLACE INTO image (id, sha256) VALUES (1, 'x')", "not REPLACE|cannot parse"),
+    "drop_table": ("DROP TABLE record", "not DROP"),
+    "drop_index": ("DROP INDEX record_status", "not DROP"),
+    "create_table": ("CREATE TABLE evil (x INTEGER)", "not CREATE"),
+    "create_table_as": ("CREATE TABLE evil AS SELECT * FROM record", "not CREATE"),
+    "create_temp_table": ("CREATE TEMP TABLE evil AS SELECT 1 AS x", "not CREATE"),
+    "create_view": ("CREATE VIEW evil AS SELECT 1 AS x", "not CREATE"),
+    "create_index": ("CREATE INDEX evil ON record (path)", "not CREATE"),
+    "alter_table": ("ALTER TABLE record ADD COLUMN evil INTEGER", "not ALTER"),
+    "truncate": ("TRUNCATE TABLE record", "not TRUNCATE"),
+    "multi_select_drop": ("SELECT 1; DROP TABLE record", "one statement is allowed, found 2"),
+    "multi_select_delete_lowercase": ("select * from record; delete from record", "one statement is allowed, found 2"),
+    "multi_selects": ("SELECT 1; SELECT 2", "one statement is allowed, found 2"),
+    "multi_after_comment": ("SELECT 1 /* harmless */; DELETE FROM record -- done", "one statement is allowed, found 2"),
+    "cte_delete": ("WITH x AS (DELETE FROM record RETURNING *) SELECT * FROM x", "contains DELETE"),
+    "cte_update": ("WITH x AS (UPDATE record SET status = 'x' RETURNING id) SELECT count(*) FROM x", "contains UPDATE"),
+    "cte_insert": (
+        "WITH x AS (INSERT INTO record (id, path, status) VALUES (9, 'x', 'ok') RETURNING id) SELECT 1",
+        "contains INSERT",
+    ),
+    "with_then_delete": ("WITH x AS (SELECT 1 AS id) DELETE FROM record WHERE id IN (SELECT id FROM x)", "not DELETE"),
+    "attach": ("ATTACH DATABASE '{folder}/other.db' AS other", "not ATTACH|cannot parse"),
+    "detach": ("DETACH DATABASE main", "not DETACH|cannot parse"),
+    "pragma_journal_mode": ("PRAGMA journal_mode=DELETE", "not PRAGMA"),
+    "pragma_user_version": ("PRAGMA user_version = 7", "not PRAGMA"),
+    "pragma_writable_schema": ("PRAGMA writable_schema = ON", "not PRAGMA|cannot parse"),
+    "pragma_read": ("PRAGMA table_info(record)", "not PRAGMA"),
+    "vacuum": ("VACUUM", "not VACUUM"),
+    "vacuum_into": ("VACUUM INTO '{folder}/copy.db'", "not VACUUM"),
+    "reindex": ("REINDEX", "not REINDEX"),
+    "analyze": ("ANALYZE", "not ANALYZE"),
+    "select_into": ("SELECT * INTO record_copy FROM record", "INTO creates a table"),
+    "union_into": ("SELECT id FROM record UNION SELECT id FROM image INTO evil", "INTO"),
+    "with_select_into": ("WITH x AS (SELECT 1 AS a) SELECT * INTO evil FROM x", "INTO creates a table"),
+    "copy_to": ("COPY record TO '{folder}/out.csv'", "not COPY"),
+    "copy_from": ("COPY record FROM '{folder}/in.csv'", "not COPY"),
+    "copy_program": ("COPY record TO PROGRAM 'touch {folder}/pwned'", "not COPY"),
+    "set": ("SET statement_timeout = 0", "not SET"),
+    "set_session": ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", "not SET"),
+    "reset": ("RESET ALL", "not RESET"),
+    "load": ("LOAD 'plpgsql'", "not LOAD"),
+    "begin": ("BEGIN", "not a transaction statement"),
+    "commit": ("COMMIT", "not a transaction statement"),
+    "explain_analyze": ("EXPLAIN ANALYZE DELETE FROM record", "not EXPLAIN"),
+    "do_block": ("DO $$ BEGIN DELETE FROM record; END $$", "not DO|cannot parse"),
+    "call": ("CALL evil()", "not CALL"),
+    "grant": ("GRANT ALL ON record TO PUBLIC", "not GRANT"),
+    "lock": ("LOCK TABLE record", "not LOCK|cannot parse"),
+    "for_update": ("SELECT * FROM record FOR UPDATE", "FOR UPDATE/SHARE"),
+    "pg_terminate_backend": (
+        "SELECT pg_terminate_backend(pg_backend_pid())",
+        "function pg_terminate_backend\\(\\) is not allowed",
+    ),
+    "pg_cancel_backend": ("SELECT pg_cancel_backend(1)", "function pg_cancel_backend\\(\\) is not allowed"),
+    "lo_import": ("SELECT lo_import('/etc/hostname')", "function lo_import\\(\\) is not allowed"),
+    "lo_export": ("SELECT lo_export(1, '{folder}/out.bin')", "function lo_export\\(\\) is not allowed"),
+    "set_config": (
+        "SELECT set_config('default_transaction_read_only', 'off', false)",
+        "function set_config\\(\\) is not allowed",
+    ),
+    "pg_sleep": ("SELECT pg_sleep(30)", "function pg_sleep\\(\\) is not allowed"),
+    "pg_sleep_qualified": ("SELECT pg_catalog.pg_sleep(30)", "function pg_sleep\\(\\) is not allowed"),
+    "pg_sleep_quoted": ('SELECT "pg_sleep"(30)', "function pg_sleep\\(\\) is not allowed"),
+    "pg_sleep_in_subquery": (
+        "SELECT * FROM record WHERE id IN (SELECT pg_sleep(30))",
+        "function pg_sleep\\(\\) is not allowed",
+    ),
+    "pg_advisory_lock": ("SELECT pg_advisory_lock(1)", "function pg_advisory_lock\\(\\) is not allowed"),
+    "pg_read_file": ("SELECT pg_read_file('/etc/passwd')", "function pg_read_file\\(\\) is not allowed"),
+    "nextval": ("SELECT nextval('vx_seq')", "function nextval\\(\\) is not allowed"),
+    "dblink": (
+        "SELECT * FROM dblink('dbname=postgres', 'DELETE FROM record') AS t(x text)",
+        "function dblink\\(\\) is not allowed",
+    ),
+    "dblink_exec": (
+        "SELECT dblink_exec('dbname=postgres', 'DROP TABLE record')",
+        "function dblink_exec\\(\\) is not allowed",
+    ),
+    "query_to_xml": (
+        "SELECT query_to_xml('DELETE FROM record RETURNING 1', true, false, '')",
+        "function query_to_xml\\(\\) is not allowed",
+    ),
+    "load_extension": ("SELECT load_extension('{folder}/evil.so')", "function load_extension\\(\\) is not allowed"),
+    "writefile": ("SELECT writefile('{folder}/out.txt', 'x')", "function writefile\\(\\) is not allowed"),
+    "readfile": ("SELECT readfile('/etc/passwd')", "function readfile\\(\\) is not allowed"),
+    "fts3_tokenizer": ("SELECT fts3_tokenizer('simple')", "function fts3_tokenizer\\(\\) is not allowed"),
+    "load_extension_upper_in_cte": (
+        "WITH x AS (SELECT LOAD_EXTENSION('evil') AS y) SELECT * FROM x",
+        "function load_extension\\(\\) is not allowed",
+    ),
+    "values": ("VALUES (1)", "not VALUES"),
+    "unparseable": ("SELEC * FROM record", "cannot parse the SQL: incomplete or invalid syntax"),
+    "unterminated_string": ("SELECT 'abc FROM record", "cannot parse"),
+    "unbalanced": ("SELECT (1 FROM record", "cannot parse"),
+    "empty": ("", "empty query"),
+    "only_semicolons": (" ; ; ", "empty query"),
+    "only_comment": ("-- nothing here", "empty query"),
 }
 
 
-@pytest.mark.parametrize("sql", list(REFUSED.values()), ids=list(REFUSED))
+REFUSED_SQL = {name: sql for name, (sql, _) in REFUSED.items()}
+
+
+@pytest.mark.parametrize("sql", list(REFUSED_SQL.values()), ids=list(REFUSED_SQL))
 def test_writes_are_refused_in_one_line_and_change_nothing(database: Database, sql: str) -> None:
     before = database.snapshot()
     with pytest.raises(QueryRefusedError) as info:
@@ -434,24 +456,16 @@ def test_writes_are_refused_in_one_line_and_change_nothing(database: Database, s
     assert database.snapshot() == before
 
 
-@pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("DELETE FROM record", "not DELETE"),
-        ("SELECT 1; DROP TABLE record", "only one statement"),
-        ("WITH x AS (DELETE FROM record RETURNING *) SELECT * FROM x", "DELETE"),
-        ("SELECT * INTO t2 FROM record", "INTO"),
-        ("SELECT pg_sleep(30)", "pg_sleep"),
-        ("SELECT load_extension('x')", "load_extension"),
-        ("SELEC 1", "cannot parse the SQL: Invalid expression"),
-        ("VACUUM", "VACUUM"),
-        ("", "empty query"),
-    ],
-)
-def test_refusal_says_why(sql: str, expected: str) -> None:
-    for dialect in ("sqlite", "postgres"):
-        with pytest.raises(QueryRefusedError, match=expected):
-            check_readonly_sql(sql, dialect)
+# ----------------------------------------------------------------------------------------------------------------
+# Layer 1 on its own: the parser check refuses every write, with its reason, without any database behind it
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+@pytest.mark.parametrize(("sql", "reason"), list(REFUSED.values()), ids=list(REFUSED))
+def test_the_parser_check_alone_refuses_every_write(sql: str, reason: str, dialect: str) -> None:
+    with pytest.raises(QueryRefusedError, match=reason) as info:
+        check_readonly_sql(sql.format(folder="/tmp/visextract-test"), dialect)
+    assert "\n" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -492,29 +506,118 @@ POSTGRES_BYPASS = [
 ]
 
 
-def test_readonly_connection_refuses_writes_without_the_parser(database: Database) -> None:
+@pytest.mark.parametrize("sql", SQLITE_BYPASS)
+def test_sqlite_readonly_connection_refuses_writes_without_the_parser(tmp_path: Path, sql: str) -> None:
+    database = _make_sqlite(tmp_path)
     before = database.snapshot()
-    if database.backend == "sqlite":
-        for sql in SQLITE_BYPASS:
-            with readonly_connection(database.url) as ro, pytest.raises((sqlite3.DatabaseError, sqlite3.Warning)):
-                ro.dbapi.execute(sql.format(folder=database.folder))
-        # Even with the authorizer removed, the mode=ro / query_only connection itself cannot write.
-        with readonly_connection(database.url) as ro:
-            ro.dbapi.set_authorizer(None)
-            for sql in ("DELETE FROM record", "DROP TABLE record", "PRAGMA user_version = 7"):
-                with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
-                    ro.dbapi.execute(sql)
-    else:
-        import psycopg
-
-        for sql in POSTGRES_BYPASS:
-            with (
-                readonly_connection(database.url, timeout_s=1) as ro,
-                pytest.raises(psycopg.Error),
-                ro.dbapi.cursor() as cursor,
-            ):
-                cursor.execute(sql)
+    with readonly_connection(database.url) as ro, pytest.raises((sqlite3.DatabaseError, sqlite3.Warning)):
+        ro.dbapi.execute(sql.format(folder=database.folder))
     assert database.snapshot() == before
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sql", POSTGRES_BYPASS)
+def test_postgres_readonly_connection_refuses_writes_without_the_parser(postgres_database: Database, sql: str) -> None:
+    import psycopg
+
+    before = postgres_database.snapshot()
+    with (
+        readonly_connection(postgres_database.url, timeout_s=1) as ro,
+        pytest.raises(psycopg.Error),
+        ro.dbapi.cursor() as cursor,
+    ):
+        cursor.execute(sql)
+    assert postgres_database.snapshot() == before
+
+
+WRITES = ["DELETE FROM record", "UPDATE record SET status = 'x'", "DROP TABLE record", "CREATE TABLE evil (x INTEGER)"]
+
+
+def test_sqlite_read_only_file_mode_alone_refuses_writes(tmp_path: Path) -> None:
+    """mode=ro on its own: with the authorizer removed and query_only switched off, the file still cannot be
+    written."""
+    database = _make_sqlite(tmp_path)
+    before = database.snapshot()
+    with readonly_connection(database.url) as ro:
+        ro.dbapi.set_authorizer(None)
+        ro.dbapi.execute("PRAGMA query_only = OFF")
+        assert ro.dbapi.execute("PRAGMA query_only").fetchone() == (0,)
+        for sql in [*WRITES, "PRAGMA user_version = 7"]:
+            with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
+                ro.dbapi.execute(sql)
+        ro.dbapi.execute("PRAGMA query_only = ON")  # hand the pooled connection back as it was
+    assert database.snapshot() == before
+
+
+def test_sqlite_query_only_alone_refuses_temporary_writes(tmp_path: Path) -> None:
+    """query_only on its own: with the authorizer removed, even the temporary database (which mode=ro does not
+    cover) cannot be written."""
+    database = _make_sqlite(tmp_path)
+    with readonly_connection(database.url) as ro:
+        ro.dbapi.set_authorizer(None)
+        for sql in ("CREATE TEMP TABLE evil (x INTEGER)", "CREATE TEMP VIEW evil AS SELECT 1 AS x"):
+            with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
+                ro.dbapi.execute(sql)
+        assert ro.dbapi.execute("SELECT count(*) FROM sqlite_temp_master").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("sql", [sql for sql in SQLITE_BYPASS if ";" not in sql])  # sqlite3 refuses those itself
+def test_sqlite_authorizer_alone_refuses_writes(tmp_path: Path, sql: str) -> None:
+    """The authorizer on its own, on an ordinary read-write connection to the same file."""
+    database = _make_sqlite(tmp_path)
+    before = database.snapshot()
+    connection = sqlite3.connect(Path(make_url(database.url).database or ""), isolation_level=None)
+    try:
+        connection.set_authorizer(_sqlite_authorizer)
+        with pytest.raises(sqlite3.DatabaseError, match=r"not authorized|authorization denied|prohibited"):
+            connection.execute(sql.format(folder=database.folder))
+        # reads still work through it
+        assert connection.execute("SELECT count(*) FROM record").fetchone() == (RECORDS,)
+    finally:
+        connection.close()
+    assert database.snapshot() == before
+
+
+@pytest.mark.postgres
+def test_postgres_read_only_transaction_alone_refuses_writes(postgres_database: Database) -> None:
+    """SET TRANSACTION READ ONLY on its own, on a session whose read-only default was lost (as behind a pooler
+    that drops startup options): writes are still refused."""
+    import psycopg
+
+    before = postgres_database.snapshot()
+    dispose_readonly_engines()  # one fresh pooled connection, handed back and out again below
+    try:
+        with readonly_connection(postgres_database.url) as ro, ro.dbapi.cursor() as cursor:
+            ro.dbapi.rollback()
+            cursor.execute("SET SESSION default_transaction_read_only = off")
+            ro.dbapi.commit()
+        for sql in WRITES:
+            with readonly_connection(postgres_database.url, timeout_s=2) as ro, ro.dbapi.cursor() as cursor:
+                cursor.execute("SHOW default_transaction_read_only")
+                assert cursor.fetchone() == ("off",)  # the same session, its default really off
+                cursor.execute("SHOW transaction_read_only")
+                assert cursor.fetchone() == ("on",)
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    cursor.execute(sql)
+    finally:
+        dispose_readonly_engines()  # never hand that session to a later test
+    assert postgres_database.snapshot() == before
+
+
+@pytest.mark.postgres
+def test_postgres_read_only_session_default_alone_refuses_writes(postgres_database: Database) -> None:
+    """default_transaction_read_only on its own: the read-only transaction ended, a new one starts read-only."""
+    import psycopg
+
+    before = postgres_database.snapshot()
+    for sql in WRITES:
+        with readonly_connection(postgres_database.url, timeout_s=2) as ro, ro.dbapi.cursor() as cursor:
+            ro.dbapi.rollback()  # ends the SET TRANSACTION READ ONLY transaction
+            cursor.execute("SHOW default_transaction_read_only")
+            assert cursor.fetchone() == ("on",)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                cursor.execute(sql)
+    assert postgres_database.snapshot() == before
 
 
 @pytest.mark.parametrize("sql", ["DELETE FROM record", "DROP TABLE record", "UPDATE record SET status = 'x'"])

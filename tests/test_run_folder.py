@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -33,10 +34,18 @@ def extracted(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(folder), "--db", db], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "5 processed" in result.stdout and "1 failed" in result.stdout
+    assert summary_counts(result.stdout) == {"processed": 5, "skipped": 0, "failed": 1}
     exported = runner.invoke(app, ["export", "--format", "jsonl", "--db", db], catch_exceptions=False)
     assert exported.exit_code == 0
     return db, folder, [json.loads(line) for line in exported.stdout.splitlines()]
+
+
+def summary_counts(stdout: str) -> dict[str, int]:
+    """The counts of the run's summary line: `5 processed, 0 skipped, 1 failed in 3.2 s ...` ->
+    {"processed": 5, "skipped": 0, "failed": 1}."""
+    (line,) = [line for line in stdout.splitlines() if re.match(r"\d+ processed, ", line)]
+    counts = line.split(" in ", 1)[0]
+    return {kind: int(n) for n, kind in re.findall(r"(\d+) ([a-z ]+?)(?:,|$)", counts)}
 
 
 def by_name(records: list[dict], name: str) -> dict:
@@ -119,7 +128,7 @@ def test_a_second_run_skips_everything_and_does_no_model_work(extracted, cli):
         tool_rows_before = len(session.exec(select(ToolResultRow)).all())
     result = cli("run", folder, "--db", db)
     assert result.exit_code == 0
-    assert "0 processed" in result.stdout and "6 skipped" in result.stdout
+    assert summary_counts(result.stdout) == {"processed": 0, "skipped": 6, "failed": 0}
     with store.read() as session:
         assert len(session.exec(select(ToolResultRow)).all()) == tool_rows_before
     again = [json.loads(line) for line in cli("export", "--db", db).stdout.splitlines()]
@@ -142,15 +151,23 @@ def test_status_and_show(extracted, cli):
 
 
 def test_csv_export(extracted, cli, tmp_path):
-    db, _, _ = extracted
+    db, _, records = extracted
     target = tmp_path / "records.csv"
     result = cli("export", "--format", "csv", "-o", target, "--db", db)
     assert result.exit_code == 0
     import csv
 
     rows = list(csv.DictReader(target.open()))
-    assert len(rows) == 6
-    assert {"path", "status", "data.labels", "data.face_count", "data.text"} <= set(rows[0])
+    assert [row["path"] for row in rows] == [record["path"] for record in records]  # the jsonl export's order
+    for row, record in zip(rows, records, strict=True):
+        for key in ("sha256", "width", "status", "error", "schema"):  # CSV writes None as an empty cell
+            assert row[key] == ("" if record[key] is None else str(record[key])), (record["path"], key)
+        data = record["data"] or {}
+        for field in ("labels", "face_count", "text", "dominant_colors"):  # the scene schema's fields
+            value = data.get(field)
+            expected = "" if value is None else json.dumps(value) if isinstance(value, list) else str(value)
+            assert row[f"data.{field}"] == expected, (record["path"], field)
+        assert json.loads(row["tools"]) == record["tools"]
     astronaut = next(r for r in rows if r["path"].endswith("astronaut.png"))
     assert astronaut["data.face_count"] == "1"
 
@@ -183,7 +200,7 @@ def test_force_redoes_and_keeps_history(photos, tmp_path, cli):
     db = f"sqlite:///{tmp_path / 'force.db'}"
     assert cli("run", photos / "coffee.jpg", "--db", db, "--tools", "colors").exit_code == 0
     forced = cli("run", photos / "coffee.jpg", "--db", db, "--tools", "colors", "--force")
-    assert "1 processed" in forced.stdout
+    assert summary_counts(forced.stdout) == {"processed": 1, "skipped": 0, "failed": 0}
     history = [json.loads(line) for line in cli("export", "--db", db, "--all-versions").stdout.splitlines()]
     assert [r["is_current"] for r in history] == [False, True]
 
@@ -231,7 +248,12 @@ def test_a_run_stores_one_record_per_image_even_when_two_workers_race(photos, tm
 def test_limit_processes_only_that_many(photos, tmp_path, cli):
     db = f"sqlite:///{tmp_path / 'limit.db'}"
     result = cli("run", photos, "--db", db, "--tools", "colors", "--limit", "2")
-    assert "2 processed" in result.stdout
+    assert summary_counts(result.stdout) == {"processed": 2, "skipped": 0, "failed": 0}
+    # files are taken in order: sorted within a folder, the top folder first
+    first_two = sorted(str(p) for p in photos.iterdir() if p.is_file())[:2]
+    assert sorted(json.loads(line)["path"] for line in cli("export", "--db", db).stdout.splitlines()) == first_two
+    rest = cli("run", photos, "--db", db, "--tools", "colors")
+    assert summary_counts(rest.stdout) == {"processed": 3, "skipped": 2, "failed": 0}
 
 
 def test_usage_errors_are_one_line(cli, tmp_path, photos):

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from openai_test_server import OpenAITestServer
+from PIL import Image
 from sqlalchemy import text
 
 import visextract as vx
+from visextract.errors import QueryRefusedError
 from visextract.store import Store
+from visextract.store.export import export_dicts
 from visextract.store.migrations import MIGRATIONS, current_version
 
 
@@ -81,3 +84,30 @@ def test_an_unusable_database_url_is_one_line(cli, photos, url):
     assert result.exit_code != 0
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_python_sql_returns_columns_rows_and_truncation(any_db, photos):
+    names = ["astronaut.png", "chelsea.png", "coffee.jpg"]
+    vx.Extractor(db=any_db, tools=["colors"], llm=None).run(*(photos / name for name in names))
+    sizes = {}
+    for name in names:
+        with Image.open(photos / name) as image:
+            sizes[str(photos / name)] = image.size
+    query = (
+        "SELECT r.path, i.width, i.height, s.dominant_colors FROM record r JOIN image i ON i.id = r.image_id "
+        "JOIN scene s ON s.record_id = r.id ORDER BY r.path"
+    )
+    result = vx.sql(query, db=any_db)
+    assert result.columns == ["path", "width", "height", "dominant_colors"] and result.truncated is False
+    assert [(row["path"], (row["width"], row["height"])) for row in result.rows] == sorted(sizes.items())
+    exported = {r["path"]: r["data"]["dominant_colors"] for r in export_dicts(Store(any_db))}
+    if any_db.startswith("sqlite"):  # SQLite has no JSON type: a list column of a typed view is JSON text
+        exported = {path: json.dumps(colors, separators=(",", ":")) for path, colors in exported.items()}
+    assert {row["path"]: row["dominant_colors"] for row in result.rows} == exported
+    assert isinstance(result.seconds, float) and 0 <= result.seconds < 10
+
+    first_two = vx.sql(query, db=any_db, max_rows=2)
+    assert first_two.rows == result.rows[:2] and first_two.truncated is True
+    with pytest.raises(QueryRefusedError):
+        vx.sql("DELETE FROM record", db=any_db)
+    assert vx.sql("SELECT count(*) AS n FROM record", db=any_db).rows == [{"n": 3}]

@@ -12,6 +12,7 @@ from typing import IO, Any
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
+from visextract.store.parquet import write_parquet
 from visextract.store.store import Store, listed
 from visextract.store.tables import ImageRow, RecordRow, RecordSchemaRow, ToolResultRow
 
@@ -37,12 +38,9 @@ def export_dicts(
     statement = (
         select(RecordRow, ImageRow)
         .join(ImageRow, col(ImageRow.id) == col(RecordRow.image_id), isouter=True)
+        .where(*_exported(schema_name, all_versions, include_missing or record_ids is not None))
         .order_by(col(RecordRow.path), col(RecordRow.id))
     )
-    if not all_versions:
-        statement = statement.where(*listed(include_missing or record_ids is not None))
-    if schema_name:
-        statement = statement.where(RecordRow.schema_name == schema_name)
     if record_ids is not None:
         statement = statement.where(col(RecordRow.id).in_(record_ids))
     with store.read() as session:
@@ -62,6 +60,14 @@ def export_dicts(
                     results[(image_id, tool, key)] = items
             for record, image in batch:
                 yield _export_dict(record, image, results, all_versions or with_ids)
+
+
+def _exported(schema_name: str | None, all_versions: bool, include_missing: bool) -> list[Any]:
+    """The conditions on `record` for the records an export holds."""
+    conditions = [] if all_versions else list(listed(include_missing))
+    if schema_name:
+        conditions.append(col(RecordRow.schema_name) == schema_name)
+    return conditions
 
 
 def _export_dict(
@@ -141,14 +147,20 @@ def write_export(
     store.check_schema_name(schema_name)
     if output is not None:
         _check_writable(Path(output))
+    if fmt == "parquet":
+        if output is None:
+            raise UsageError("parquet export needs -o FILE")
+        return write_parquet(
+            lambda: export_dicts(store, schema_name, all_versions, include_missing=include_missing),
+            Path(output),
+            [version.json_schema for version in _schema_versions(store, schema_name, all_versions, include_missing)],
+            with_history=all_versions,
+            extra_tools=_stored_tool_names(store),
+        )
     if fmt == "gold":
         records = gold_lines(store, schema_name, all_versions, include_missing)
     else:
         records = export_dicts(store, schema_name, all_versions, include_missing=include_missing)
-    if fmt == "parquet":
-        if output is None:
-            raise UsageError("parquet export needs -o FILE")
-        return _write_parquet(records, Path(output))
     if output is None:
         if stdout is None:
             raise UsageError("no output: pass -o FILE")
@@ -243,41 +255,22 @@ def _data_fields(store: Store, schema_name: str | None) -> list[str]:
     return list(dict.fromkeys(name for v in versions for name in v.json_schema.get("properties", {})))
 
 
-def _write_parquet(records: Iterator[dict[str, Any]], output: Path) -> int:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ModuleNotFoundError:
-        raise UsageError("parquet export needs pyarrow: pip install 'visextract[parquet]'") from None
-    schema = pa.schema(
-        [(name, pa.string()) for name in ("path", "sha256")]
-        + [("width", pa.int64()), ("height", pa.int64())]
-        + [(name, pa.string()) for name in ("status", "error", "schema", "schema_version")]
-        + [(name, pa.string()) for name in ("data", "provenance", "tools", "llm")]  # JSON text
-    )
-    count = 0
-    with pq.ParquetWriter(str(output), schema) as writer:
-        for chunk in _chunks(records, _BATCH):
-            rows = [
-                {
-                    name: json.dumps(record[name], ensure_ascii=False)
-                    if name in ("data", "provenance", "tools", "llm")
-                    else record[name]
-                    for name in schema.names
-                }
-                for record in chunk
-            ]
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-            count += len(rows)
-    return count
+def _schema_versions(
+    store: Store, schema_name: str | None, all_versions: bool, include_missing: bool
+) -> list[RecordSchemaRow]:
+    """The schema versions of the records an export holds, oldest first."""
+    with store.read() as session:
+        used = set(
+            session.exec(
+                select(RecordRow.schema_name, RecordRow.schema_version)
+                .where(*_exported(schema_name, all_versions, include_missing))
+                .distinct()
+            )
+        )
+        versions = session.exec(select(RecordSchemaRow).order_by(col(RecordSchemaRow.created_at))).all()
+    return [version for version in versions if (version.name, version.version) in used]
 
 
-def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _stored_tool_names(store: Store) -> list[str]:
+    with store.read() as session:
+        return sorted(session.exec(select(ToolResultRow.tool).distinct()))

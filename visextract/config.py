@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='USD per 1M (input, output) tokens: {"model": [0.15, 0.6]}'
     )
     search_index: bool = Field(True, description="embed each record's search text (MiniLM) while extracting")
+    index_dir: Path | None = Field(
+        None, description="where search keeps its vector index (default: next to a SQLite database, else ~/.cache)"
+    )
     artifacts_dir: Path | None = Field(
         None, description="where tools save files such as depth maps (default: next to a SQLite database)"
     )

@@ -136,7 +136,10 @@ def _memory_mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
     dtypes = {"F32": "<f4", "F16": "<f2", "I64": "<i8"}
     return {
         name: np.memmap(
-            path, dtype=dtypes[info["dtype"]], mode="r", offset=8 + header_size + info["data_offsets"][0],
+            path,
+            dtype=dtypes[info["dtype"]],
+            mode="r",
+            offset=8 + header_size + info["data_offsets"][0],
             shape=tuple(info["shape"]),
         )
         for name, info in header.items()

@@ -76,12 +76,11 @@ def search_records(
     store: Store, query: str, k: int = 10, schema_name: str | None = None, index_dir: Path | None = None
 ) -> list[SearchHit]:
     """The `k` listed records most similar to `query`, best first (`index_dir`: VISEXTRACT_INDEX_DIR)."""
-    from visextract.config import Settings
     from visextract.local_models.embedder import embed_texts
 
     if not query.strip():
         return []
-    index = search_index(store, index_dir if index_dir is not None else Settings().index_dir)
+    index = search_index(store, index_dir)
     snapshot = index.current()
     if not len(snapshot):
         return []

@@ -39,7 +39,15 @@ import numpy as np
 from sqlalchemy import bindparam, text
 
 from visextract.errors import StoreError
-from visextract.store.ann_index import IndexUnusable, SyncPoint, VectorIndex, index_lock, write_main
+from visextract.store.ann_index import (
+    IndexUnusable,
+    SyncPoint,
+    VectorIndex,
+    build_main,
+    index_lock,
+    merge_main,
+    snapshot_id_on_disk,
+)
 from visextract.store.engine import parse_db_url
 from visextract.store.store import Store
 
@@ -48,7 +56,8 @@ log = logging.getLogger(__name__)
 DELTA_LIMIT = 25_000  # vectors searched exactly (about 37 MB) before they are merged into the graph
 CHILD_BUILD_MIN = 100_000  # graphs of at least this many vectors are built in a child process
 BATCH = 10_000  # records read from the database at a time
-LISTED = "r.is_current"  # the records users see; failed records have no search text
+LISTED = "r.is_current"  # the records users see
+SEARCHABLE = f"{LISTED} AND r.status != 'failed'"  # failed records have no search text
 
 
 def index_folder(url: str, index_dir: Path | None = None) -> Path:
@@ -98,6 +107,7 @@ class SearchIndex:
         snapshot = self._snapshot
         if snapshot is not None and snapshot.synced == probe:
             return snapshot
+        self.folder.mkdir(parents=True, exist_ok=True)  # it may have been deleted
         with self._lock, index_lock(self.folder):
             try:
                 snapshot = VectorIndex.load(self.folder, self.model, self.dimensions)
@@ -118,7 +128,7 @@ class SearchIndex:
             assert snapshot is not None, "forget() follows current()"
             changed = snapshot.changed(remove=np.fromiter(keys, np.int64))
             with index_lock(self.folder, blocking=False) as locked:
-                if locked and _state_snapshot_id(self.folder) == snapshot.snapshot_id:
+                if locked and snapshot_id_on_disk(self.folder) == snapshot.snapshot_id:
                     changed = changed.save(snapshot.synced)
             self._snapshot = changed
             return changed
@@ -139,8 +149,8 @@ class SearchIndex:
 
     def build(self) -> VectorIndex:
         probe = _probe(self.store)
-        main_file, probes = write_main(self.folder, self._listed_vectors(0, probe.record_id), self.dimensions)
-        return VectorIndex.empty(self.folder, self.model, self.dimensions).with_main(main_file, probes).save(probe)
+        main = build_main(self.folder, self._listed_vectors(0, probe.record_id), self.dimensions)
+        return VectorIndex.empty(self.folder, self.model, self.dimensions).with_main(main).save(probe)
 
     def _catch_up(self, snapshot: VectorIndex) -> VectorIndex:
         probe = _probe(self.store)
@@ -148,7 +158,7 @@ class SearchIndex:
         if probe.record_id > synced.record_id:
             for keys, vectors in self._listed_vectors(synced.record_id, probe.record_id):
                 snapshot = snapshot.changed(add=(keys, vectors))
-            snapshot = snapshot.changed(remove=self._superseded(synced.record_id, probe.record_id))
+            snapshot = snapshot.changed(remove=np.array(self._superseded(synced.record_id, probe.record_id)))
         if probe.runs != synced.runs:
             snapshot = self._reconcile(snapshot)
         snapshot = snapshot.save(probe)
@@ -163,7 +173,7 @@ class SearchIndex:
         """Make the index's keys the listed records' ids (paths went missing, came back, changed content)."""
         with self.store.engine.connect() as connection:
             listed = np.fromiter(
-                (row[0] for row in connection.exec_driver_sql(f"SELECT r.id FROM record r WHERE {LISTED}")),
+                (row[0] for row in connection.exec_driver_sql(f"SELECT r.id FROM record r WHERE {SEARCHABLE}")),
                 dtype=np.int64,
             )
         live = snapshot.live_keys()
@@ -175,12 +185,11 @@ class SearchIndex:
         return snapshot
 
     def merge(self, snapshot: VectorIndex) -> VectorIndex:
-        """Fold the saved snapshot's delta and removals into a new graph."""
-        assert snapshot.delta_vectors is not None
-        main_file, probes = write_main(
-            self.folder, [(snapshot.delta_keys, snapshot.delta_vectors)], self.dimensions, base=snapshot
-        )
-        return snapshot.with_main(main_file, probes).save(snapshot.synced)
+        """Fold the saved snapshot's delta and removals into a new main index; build a new one instead
+        once the collection has outgrown the cells it was trained for (4x)."""
+        if snapshot.main is None or len(snapshot) > 4 * max(snapshot.main.trained_for, 1_000):
+            return self.build()
+        return snapshot.with_main(merge_main(snapshot)).save(snapshot.synced)
 
     # ---- reading the database -------------------------------------------------------------------
 
@@ -189,7 +198,7 @@ class SearchIndex:
         with no stored embedding are embedded (and the embedding saved) on the way."""
         sql = text(
             f"SELECT r.id, e.vector FROM record r LEFT JOIN record_embedding e ON e.record_id = r.id "
-            f"WHERE r.id > :after AND r.id <= :up_to AND {LISTED} AND r.status != 'failed' ORDER BY r.id LIMIT :n"
+            f"WHERE r.id > :after AND r.id <= :up_to AND {SEARCHABLE} ORDER BY r.id LIMIT :n"
         )
         while after_id < up_to_id:
             with self.store.engine.connect() as connection:
@@ -264,21 +273,16 @@ def _probe(store: Store) -> SyncPoint:
     return SyncPoint(int(highest or 0), json.dumps([str(value) for value in runs]))
 
 
-def _state_snapshot_id(folder: Path) -> str | None:
-    try:
-        state = json.loads((folder / "state.json").read_bytes())
-        return str(state["delta"]["file"])[len("delta-") : -len(".npz")]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 _indexes: dict[tuple[str, Path], SearchIndex] = {}
 _indexes_lock = threading.Lock()
 
 
 def search_index(store: Store, index_dir: Path | None = None) -> SearchIndex:
-    """This process's handle on the index of `store`'s database (one per database and folder)."""
-    folder = index_folder(store.url, index_dir)
+    """This process's handle on the index of `store`'s database (one per database and folder);
+    `index_dir` defaults to the VISEXTRACT_INDEX_DIR setting."""
+    from visextract.config import Settings
+
+    folder = index_folder(store.url, index_dir if index_dir is not None else Settings().index_dir)
     with _indexes_lock:
         index = _indexes.get((store.url, folder))
         if index is None or index.store is not store:

@@ -53,7 +53,7 @@ def save_records(url: str, texts: dict[str, str], folder: str = "/photos", embed
     vectors = embed_texts(list(texts.values()))
     for (name, search_text), vector in zip(texts.items(), vectors, strict=True):
         sha = hashlib.sha256(name.encode()).hexdigest()
-        record_id = store.save(
+        saved = store.save(
             RecordDraft(
                 path=f"{folder}/{name}", schema_name="scene", schema_version=SCENE.version, status="ok",
                 image=ImageFacts(sha256=sha, size_bytes=1, width=1, height=1, format="JPEG"),
@@ -61,8 +61,8 @@ def save_records(url: str, texts: dict[str, str], folder: str = "/photos", embed
             )
         )  # fmt: skip
         if embed:
-            store.save_embedding(record_id, EMBEDDING_MODEL, [search_text], vector.tobytes())
-        ids[name] = record_id
+            store.save_embedding(saved.record_id, EMBEDDING_MODEL, [search_text], vector.tobytes())
+        ids[name] = saved.record_id
     store.close()
     return ids
 
@@ -153,7 +153,7 @@ def test_search_fills_k_when_most_candidates_are_stale(any_db):
 
 @pytest.mark.parametrize(
     "damage",
-    ["delete the folder", "garbage state", "truncate the main index", "garbage in the main index", "truncate the delta"],
+    ["delete the folder", "garbage state", "truncate the main index", "garbage in the main index", "cut the delta"],
 )
 def test_a_missing_or_damaged_index_is_rebuilt_and_search_stays_right(any_db, damage):
     save_records(any_db, TEXTS)
@@ -176,7 +176,7 @@ def test_a_missing_or_damaged_index_is_rebuilt_and_search_stays_right(any_db, da
     elif damage == "garbage in the main index":  # same size, so only reading it can tell
         size = main.stat().st_size
         main.write_bytes(main.read_bytes()[:64] + np.random.default_rng(0).bytes(size - 64))
-    else:
+    else:  # cut the delta
         delta.write_bytes(delta.read_bytes()[:100])
     for process in ("this", "fresh"):
         if process == "fresh":

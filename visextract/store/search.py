@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import bindparam, text
 
-from visextract.store.search_index import LISTED, embed_records, search_index
+from visextract.store.search_index import SEARCHABLE, embed_records, search_index
 from visextract.store.store import Store
 
 _STOPWORDS = frozenset(
@@ -73,30 +73,37 @@ MIN_CANDIDATES = 40
 
 
 def search_records(
-    store: Store, query: str, k: int = 10, schema_name: str | None = None, index_dir: Path | None = None
+    store: Store,
+    query: str,
+    k: int = 10,
+    schema_name: str | None = None,
+    include_missing: bool = False,
+    index_dir: Path | None = None,
 ) -> list[SearchHit]:
-    """The `k` listed records most similar to `query`, best first (`index_dir`: VISEXTRACT_INDEX_DIR)."""
+    """The `k` listed records most similar to `query`, best first (`include_missing`: also those whose
+    every path is missing; `index_dir`: where the index lives, default VISEXTRACT_INDEX_DIR)."""
     from visextract.local_models.embedder import embed_texts
 
     if not query.strip():
         return []
     index = search_index(store, index_dir)
     snapshot = index.current()
-    if not len(snapshot):
-        return []
     query_vector = embed_texts([query])[0]
     k = max(1, k)
     count = max(OVERFETCH * k, MIN_CANDIDATES)
     while True:
         keys, _ = snapshot.nearest(query_vector, count)
-        rows = _listed_rows(store, keys.tolist())
-        stale = set(keys.tolist()) - rows.keys()
+        candidates = keys.tolist()
+        if include_missing:  # the index holds listed records only; missing ones are few and ranked here
+            candidates += _nearest_missing(store, query_vector, count)
+        rows = _current_rows(store, candidates)
+        stale = {key for key in keys.tolist() if key not in rows or rows[key].missing}
         if stale:
             snapshot = index.forget(stale)
         hits = [
-            _hit(row, float(np.frombuffer(row[-1], np.float32) @ query_vector), query)
+            _hit(row, float(np.frombuffer(row.vector, np.float32) @ query_vector), query)
             for row in rows.values()
-            if schema_name is None or row[3] == schema_name
+            if (include_missing or not row.missing) and (schema_name is None or row.schema_name == schema_name)
         ]
         if len(hits) >= k or len(keys) < count:  # enough, or the index has nothing more
             break
@@ -105,31 +112,44 @@ def search_records(
     return hits[:k]
 
 
-def _listed_rows(store: Store, record_ids: list[int]) -> dict[int, tuple[Any, ...]]:
-    """{record id: (id, path, sha256, schema, status, segments, vector)} for those still listed."""
+def _current_rows(store: Store, record_ids: list[int]) -> dict[int, Any]:
+    """{record id: row} for the current ones of these records, with what a hit shows and their vector."""
     if not record_ids:
         return {}
     sql = text(
-        "SELECT r.id, r.path, i.sha256, r.schema_name, r.status, e.segments, e.vector FROM record r "
+        "SELECT r.id, r.path, i.sha256, r.schema_name, r.status, r.missing, e.segments, e.vector FROM record r "
         "JOIN record_embedding e ON e.record_id = r.id LEFT JOIN image i ON i.id = r.image_id "
-        f"WHERE r.id IN :ids AND {LISTED}"
+        "WHERE r.id IN :ids AND r.is_current"
     ).bindparams(bindparam("ids", expanding=True))
     with store.engine.connect() as connection:
-        return {row[0]: tuple(row) for row in connection.execute(sql, {"ids": record_ids})}
+        return {row.id: row for row in connection.execute(sql, {"ids": record_ids})}
 
 
-def _hit(row: tuple[Any, ...], score: float, query: str) -> SearchHit:
-    record_id, path, sha, schema, status, segments, _ = row
-    if isinstance(segments, str):  # a JSON column read through plain text() comes back as text on SQLite
-        segments = json.loads(segments)
+def _nearest_missing(store: Store, query_vector: np.ndarray, count: int) -> list[int]:
+    """The `count` current records whose every path is missing that are most similar, exactly."""
+    sql = text(
+        "SELECT r.id, e.vector FROM record r JOIN record_embedding e ON e.record_id = r.id "
+        "WHERE r.is_current AND r.missing AND r.status != 'failed'"
+    )
+    with store.engine.connect() as connection:
+        rows = connection.execute(sql).all()
+    if not rows:
+        return []
+    vectors = np.frombuffer(b"".join(vector for _, vector in rows), np.float32).reshape(len(rows), -1)
+    best = np.argsort(-(vectors @ query_vector))[:count]
+    return [rows[i][0] for i in best]
+
+
+def _hit(row: Any, score: float, query: str) -> SearchHit:
+    segments = json.loads(row.segments) if isinstance(row.segments, str) else row.segments  # SQLite: JSON text
     return SearchHit(
-        path=path,
-        sha256=sha,
+        path=row.path,
+        sha256=row.sha256,
         score=round(score, 4),
         snippet=best_segment(query, segments),
-        schema_name=schema,
-        record_id=record_id,
-        status=status,
+        schema_name=row.schema_name,
+        record_id=row.id,
+        status=row.status,
     )
 
 
@@ -151,7 +171,7 @@ def index_missing_records(store: Store) -> int:
     Searches do this on their own for the records they read; this does every record at once."""
     sql = text(
         "SELECT r.id FROM record r LEFT JOIN record_embedding e ON e.record_id = r.id "
-        f"WHERE {LISTED} AND r.status != 'failed' AND e.record_id IS NULL"
+        f"WHERE {SEARCHABLE} AND e.record_id IS NULL"
     )
     with store.engine.connect() as connection:
         missing = [row[0] for row in connection.execute(sql)]

@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 DELTA_LIMIT = 25_000  # vectors searched exactly (about 37 MB) before they are merged into the graph
 CHILD_BUILD_MIN = 100_000  # graphs of at least this many vectors are built in a child process
 BATCH = 10_000  # records read from the database at a time
-LISTED = "r.is_current"  # the records users see
-SEARCHABLE = f"{LISTED} AND r.status != 'failed'"  # failed records have no search text
+LISTED = "r.is_current AND NOT r.missing"  # the records users see (`store.listed()` as SQL)
+SEARCHABLE = f"{LISTED} AND r.status != 'failed'"  # what the index holds: failed records have no search text
 
 
 def index_folder(url: str, index_dir: Path | None = None) -> Path:

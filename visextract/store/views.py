@@ -94,7 +94,7 @@ def create_typed_view(connection: Connection, schema: RecordSchema) -> TypedView
 
 def _view_filter(schema_name: str, prefix: str) -> str:
     literal = schema_name.replace("'", "''")
-    return f"{prefix}schema_name = '{literal}' AND {prefix}is_current"
+    return f"{prefix}schema_name = '{literal}' AND {prefix}is_current AND NOT {prefix}missing"
 
 
 def field_indexes(schema: RecordSchema, dialect: str) -> dict[str, str]:

@@ -58,6 +58,7 @@ class Batcher(Generic[In, Out]):
         self.run_batch = run_batch
         self.warm_up = warm_up
         self._warming = False
+        self.warmed = threading.Event()  # set once the model has loaded (or failed to), or the first batch ran
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
         self.seconds = 0.0  # compute time, for reports
@@ -77,9 +78,12 @@ class Batcher(Generic[In, Out]):
             self._warming = True
             self._queue.put(_WARM_UP)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker after what is queued; `wait=False` does not wait for it (e.g. a model still
+        loading when the user pressed Ctrl-C: the worker is a daemon thread)."""
         self._queue.put(_STOP)
-        self._worker.join()
+        if wait:
+            self._worker.join()
 
     def _work(self) -> None:
         while True:
@@ -115,6 +119,8 @@ class Batcher(Generic[In, Out]):
             self.warm_up()
         except Exception as exc:  # the first real batch reports the problem against its images
             log.debug("warming up %s failed: %s", self.name, exc)
+        finally:
+            self.warmed.set()
 
     def _run(self, batch: list[_Request[In, Out]]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
@@ -140,6 +146,7 @@ class Batcher(Generic[In, Out]):
                     request.future.set_result(Batched(value, round(time.perf_counter() - single_started, 4)))
         self.seconds += time.perf_counter() - started
         self.items += len(live)
+        self.warmed.set()
 
 
 def tool_batcher(tool: Tool, batch_size: int) -> Batcher[LoadedImage, list[ToolResult]]:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 import visextract as vx
 from visextract.store import Store
 from visextract.store.migrations import MIGRATIONS, current_version
+from visextract.store.tables import SEARCH_INDEXES
 
 TOOLS = "classifier,colors"
 
@@ -57,7 +58,12 @@ def test_a_changed_file_shows_only_its_new_content_and_a_deleted_one_goes_missin
     assert records[0]["tools"]["classifier"][0]["label"] in listing  # the new content's label, not the cat's
     hits = json.loads(cli("search", "a cat", "--db", any_db, "--format", "json").stdout)
     assert old_a not in {hit["sha256"] for hit in hits} and {Path(h["path"]).name for h in hits} == {"a.png"}
-    assert listed_rows(any_db, "SELECT path FROM record WHERE is_current AND NOT missing GROUP BY path HAVING count(*) > 1") == []
+    assert (
+        listed_rows(
+            any_db, "SELECT path FROM record WHERE is_current AND NOT missing GROUP BY path HAVING count(*) > 1"
+        )
+        == []
+    )
     assert [Path(row.path).name for row in listed_rows(any_db, "SELECT path FROM scene")] == ["a.png"]
 
     history = export(cli, any_db, "--all-versions")
@@ -164,7 +170,15 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
         connection.execute(text("DROP VIEW scene"))  # version 1's view; the upgrade recreates it
         connection.execute(text("DROP TABLE record_embedding"))
         connection.execute(text("DROP TABLE llm_call"))
-        for index in ("ix_image_path_sha256", "record_by_subject"):
+        field_indexes = [  # the typed views' field indexes came later too
+            row[0]
+            for row in connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'vx!_%' ESCAPE '!'")
+                if connection.dialect.name == "postgresql"
+                else text("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'vx!_%' ESCAPE '!'")
+            )
+        ]
+        for index in ("ix_image_path_sha256", "record_by_subject", *[i.name for i in SEARCH_INDEXES], *field_indexes):
             connection.execute(text(f"DROP INDEX {index}"))
         for table, column in [
             ("image_path", "sha256"), ("image_path", "missing_at"), ("image_path", "seen_run_id"),

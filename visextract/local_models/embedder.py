@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from visextract.local_models.cache import cached_model
 EMBEDDING_MODEL = MINILM_ID
 DIMENSIONS = 384
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
+SMALL_BATCH = 4  # up to this many texts (a search query) are embedded on one BLAS thread
 _HEADS = 12
 _LAYER_NORM_EPS = 1e-12
 
@@ -168,11 +170,24 @@ def _encoder() -> MiniLmEncoder:
     return cached_model("minilm", MiniLmEncoder.load)
 
 
+@cache
+def _numpy_blas() -> Any:
+    """numpy's own OpenBLAS (not torch's or faiss's, which other threads may be using)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(prefix="libscipy_openblas")
+
+
 def embed_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Unit-length float32 embeddings, one row per text (texts of similar length are batched together)."""
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
     encoder = _encoder()
+    if len(texts) <= SMALL_BATCH:
+        # A query's few tokens make small matrices: BLAS threads only add hand-offs (and, on a busy
+        # machine, waits for a free core), so one thread is both faster and steadier.
+        with _numpy_blas().limit(limits=1):
+            return encoder.encode(list(texts)).astype(np.float32, copy=False)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     vectors = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
     for start in range(0, len(order), batch_size):

@@ -345,6 +345,8 @@ def _search_cells(index: Any, vector: np.ndarray, count: int) -> tuple[np.ndarra
     fewer vectors than asked for and others remain."""
     import faiss
 
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)  # one query scans a few cells: threads only add hand-offs and waits
     count = min(count, index.ntotal)
     cells = min(NPROBE, index.nlist)
     while True:

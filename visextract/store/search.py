@@ -100,16 +100,15 @@ def search_records(
         stale = {key for key in keys.tolist() if key not in rows or rows[key].missing}
         if stale:
             snapshot = index.forget(stale)
-        hits = [
-            _hit(row, float(np.frombuffer(row.vector, np.float32) @ query_vector), query)
+        scored = [
+            (-float(np.frombuffer(row.vector, np.float32) @ query_vector), row.id, row)
             for row in rows.values()
             if (include_missing or not row.missing) and (schema_name is None or row.schema_name == schema_name)
         ]
-        if len(hits) >= k or len(keys) < count:  # enough, or the index has nothing more
+        if len(scored) >= k or len(keys) < count:  # enough, or the index has nothing more
             break
         count *= OVERFETCH
-    hits.sort(key=lambda hit: (-hit.score, hit.record_id))
-    return hits[:k]
+    return [_hit(row, -negative, query) for negative, _, row in sorted(scored, key=lambda s: s[:2])[:k]]
 
 
 def _current_rows(store: Store, record_ids: list[int]) -> dict[int, Any]:

@@ -273,20 +273,20 @@ def _probe(store: Store) -> SyncPoint:
     return SyncPoint(int(highest or 0), json.dumps([str(value) for value in runs]))
 
 
-_indexes: dict[tuple[str, Path], SearchIndex] = {}
+_indexes: dict[tuple[str, Path | None], SearchIndex] = {}
 _indexes_lock = threading.Lock()
 
 
 def search_index(store: Store, index_dir: Path | None = None) -> SearchIndex:
-    """This process's handle on the index of `store`'s database (one per database and folder);
-    `index_dir` defaults to the VISEXTRACT_INDEX_DIR setting."""
+    """This process's handle on the index of `store`'s database (one per database and `index_dir`,
+    which defaults to the VISEXTRACT_INDEX_DIR setting, read once)."""
     from visextract.config import Settings
 
-    folder = index_folder(store.url, index_dir if index_dir is not None else Settings().index_dir)
     with _indexes_lock:
-        index = _indexes.get((store.url, folder))
+        index = _indexes.get((store.url, index_dir))
         if index is None or index.store is not store:
-            index = _indexes[(store.url, folder)] = SearchIndex(store, folder)
+            folder = index_folder(store.url, index_dir if index_dir is not None else Settings().index_dir)
+            index = _indexes[(store.url, index_dir)] = SearchIndex(store, folder)
         return index
 
 
@@ -305,7 +305,7 @@ def _in_child(url: str, folder: Path, action: str) -> None:
 def _main(argv: list[str]) -> int:
     """`python -m visextract.store.search_index build|merge FOLDER`, the database URL on stdin."""
     action, folder = argv[0], Path(argv[1])
-    index = SearchIndex(Store(sys.stdin.read().strip()), folder)
+    index = SearchIndex(Store(sys.stdin.read().strip(), create=False), folder)
     if action == "build":
         index.build()
     else:

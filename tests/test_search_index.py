@@ -44,18 +44,20 @@ def index_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def save_records(url: str, texts: dict[str, str], folder: str = "/photos", embed: bool = True) -> dict[str, int]:
-    """Save records as the extraction's persist step does (record first, then its embedding); returns
-    {file name: record id}. The same file name again makes a new record of the same image."""
+def save_records(url: str, texts: dict[str, str], embed: bool = True, new_run: bool = True) -> dict[str, int]:
+    """Save records as the extraction's persist step does (record first, then its embedding), in a new
+    run unless `new_run` is False (as a review's new version would be); returns {file name: record id}.
+    The same file name again makes a new record of the same image."""
     store = Store(url)
-    store.start_run(SCENE, {}, {})
+    if new_run:
+        store.start_run(SCENE, {}, {})
     ids = {}
     vectors = embed_texts(list(texts.values()))
     for (name, search_text), vector in zip(texts.items(), vectors, strict=True):
         sha = hashlib.sha256(name.encode()).hexdigest()
         saved = store.save(
             RecordDraft(
-                path=f"{folder}/{name}", schema_name="scene", schema_version=SCENE.version, status="ok",
+                path=f"/photos/{name}", schema_name="scene", schema_version=SCENE.version, status="ok",
                 image=ImageFacts(sha256=sha, size_bytes=1, width=1, height=1, format="JPEG"),
                 data={"labels": [search_text.split(":")[0]], "face_count": 0, "text": None, "dominant_colors": []},
             )
@@ -115,7 +117,9 @@ def test_search_finds_records_through_the_index_and_ranks_them_exactly(any_db):
 def test_a_re_extracted_record_is_found_by_its_new_id_and_the_old_one_never_returns(any_db):
     first = save_records(any_db, TEXTS)
     assert found(any_db, "a kitten on the couch") == ["cat.jpg"]  # the index is built and cached
-    second = save_records(any_db, {"cat.jpg": "tabby cat: a cat asleep on a red sofa"})  # same image, new record
+    # the same image gets a new record outside any run, as a review's new version does
+    second = save_records(any_db, {"cat.jpg": "tabby cat: a cat asleep on a red sofa"}, new_run=False)
+    assert first["cat.jpg"] not in snapshot(any_db).live_keys()  # the catch-up itself drops the old record
     hits = vx.search("a kitten on the couch", db=any_db, k=len(TEXTS))
     assert [h.record_id for h in hits if h.path.endswith("cat.jpg")] == [second["cat.jpg"]]
     assert {h.record_id for h in hits} == current_ids(any_db)
@@ -124,6 +128,38 @@ def test_a_re_extracted_record_is_found_by_its_new_id_and_the_old_one_never_retu
     assert first["cat.jpg"] not in keys and second["cat.jpg"] in keys
     # a fresh process reads the index from disk and agrees
     assert first["cat.jpg"] not in on_disk(any_db).live_keys()
+
+
+def test_real_photos_re_extracted_are_found_by_their_new_records_only(any_db, photos):
+    extractor = vx.Extractor(db=any_db, tools=["classifier"], llm=None)
+    extractor.run(photos)
+    (before,) = vx.search("a cat", db=any_db, k=1)
+    assert before.path.endswith("chelsea.png")
+    extractor.run(photos, force=True)  # every image gets a new record; the old ones become history
+    hits = vx.search("a cat", db=any_db, k=5)
+    assert hits[0].path.endswith("chelsea.png") and hits[0].record_id != before.record_id
+    assert {hit.record_id for hit in hits} <= current_ids(any_db) and len(hits) == 5
+    assert before.record_id not in snapshot(any_db).live_keys()
+
+
+def test_a_photo_whose_file_is_gone_leaves_search_and_comes_back_with_it(any_db, photos, tmp_path):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.jpg", "astronaut.png"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    extractor = vx.Extractor(db=any_db, tools=["classifier"], llm=None)
+    extractor.run(folder)
+    assert found(any_db, "a cat") == ["chelsea.png"]
+    cat = (folder / "chelsea.png").read_bytes()
+    (folder / "chelsea.png").unlink()
+    extractor.run(folder)  # marks the vanished path missing
+    assert "chelsea.png" not in found(any_db, "a cat", k=3)
+    with_missing = vx.search("a cat", db=any_db, k=1, include_missing=True)
+    assert Path(with_missing[0].path).name == "chelsea.png"
+    (folder / "chelsea.png").write_bytes(cat)
+    extractor.run(folder)  # found again: listed again, and back in the index
+    assert found(any_db, "a cat") == ["chelsea.png"]
+    assert set(snapshot(any_db).live_keys().tolist()) == current_ids(any_db)
 
 
 def test_a_deleted_record_never_shows_and_is_dropped_from_the_index(any_db):
@@ -153,7 +189,14 @@ def test_search_fills_k_when_most_candidates_are_stale(any_db):
 
 @pytest.mark.parametrize(
     "damage",
-    ["delete the folder", "garbage state", "truncate the main index", "garbage in the main index", "cut the delta"],
+    [
+        "delete the folder",
+        "garbage state",
+        "truncate the main index",
+        "garbage in the main index",
+        "garbage in its second half",
+        "cut the delta",
+    ],
 )
 def test_a_missing_or_damaged_index_is_rebuilt_and_search_stays_right(any_db, damage):
     save_records(any_db, TEXTS)
@@ -176,6 +219,9 @@ def test_a_missing_or_damaged_index_is_rebuilt_and_search_stays_right(any_db, da
     elif damage == "garbage in the main index":  # same size, so only reading it can tell
         size = main.stat().st_size
         main.write_bytes(main.read_bytes()[:64] + np.random.default_rng(0).bytes(size - 64))
+    elif damage == "garbage in its second half":  # the header still reads, the cells do not
+        size = main.stat().st_size
+        main.write_bytes(main.read_bytes()[: size // 2] + np.random.default_rng(0).bytes(size - size // 2))
     else:  # cut the delta
         delta.write_bytes(delta.read_bytes()[:100])
     for process in ("this", "fresh"):

@@ -197,6 +197,16 @@ def percentile(times: list[float], share: float) -> float:
     return sorted(times)[round(share * (len(times) - 1))]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec; ru_maxrss would
+    also count the parent's memory at fork time, which the kernel carries across exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def search_worker(url: str) -> None:
     """In a fresh process: time the searches, note their hits and this process's peak RSS."""
     import visextract as vx
@@ -207,7 +217,7 @@ def search_worker(url: str) -> None:
     for query in SEARCHES:
         times += timed(lambda query=query: vx.search(query, db=url, k=10), SEARCH_REPEATS)
         hits[query] = [hit.record_id for hit in vx.search(query, db=url, k=10)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"times": times, "hits": hits, "peak_rss_mb": peak, "torch": "torch" in sys.modules}))
 
 

@@ -122,17 +122,23 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.main_keys) - len(self.removed) + len(self.delta_keys)
 
+    @property
+    def entries(self) -> int:
+        """Vectors held, removed ones included: asking `nearest` for this many returns every live key."""
+        return len(self.main_keys) + len(self.delta_keys)
+
     def live_keys(self) -> np.ndarray:
         """Every key a search can return, sorted."""
         return np.union1d(np.setdiff1d(self.main_keys, self.removed, assume_unique=True), self.delta_keys)
 
     def nearest(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to `count` keys most similar to the unit `vector`, best first, with their approximate
-        cosine similarities. Fewer than `count` means the index holds no more."""
+        """Up to `count` live keys most similar to the unit `vector`, best first, with their approximate
+        cosine similarities (fewer when removed keys took places: ask again for more)."""
         keys = [np.zeros(0, np.int64)]
         scores = [np.zeros(0, np.float32)]
         if self.main is not None and len(self.main.keys):
-            found_keys, found_scores = _search_cells(self.main.index, vector, count + len(self.removed))
+            # removed keys come back from the cells too: ask for more (the caller asks again if short)
+            found_keys, found_scores = _search_cells(self.main.index, vector, count + min(count, len(self.removed)))
             keep = ~np.isin(found_keys, self.removed)
             keys.append(found_keys[keep])
             scores.append(found_scores[keep])

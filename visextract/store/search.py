@@ -105,7 +105,7 @@ def search_records(
             for row in rows.values()
             if (include_missing or not row.missing) and (schema_name is None or row.schema_name == schema_name)
         ]
-        if len(scored) >= k or len(keys) < count:  # enough, or the index has nothing more
+        if len(scored) >= k or count >= snapshot.entries:  # enough, or the index has nothing more
             break
         count *= OVERFETCH
     return [_hit(row, -negative, query) for negative, _, row in sorted(scored, key=lambda s: s[:2])[:k]]

@@ -12,7 +12,8 @@ under the folder's lock:
   listed record ids are compared with the index's keys, and the difference added or removed;
 - a listed record with no stored embedding (made by an older visextract, or by a run that crashed
   before saving it) is embedded here and its embedding saved;
-- once the exactly-searched delta grows past DELTA_LIMIT vectors, it is merged into the graph.
+- once the exactly-searched delta (or the set of removed keys) grows past DELTA_LIMIT, both are merged
+  into a new main index.
 A missing or damaged index is rebuilt from the stored embeddings; a large build runs in a child process
 so that the searching process stays small. The index lives next to a SQLite database (`photos.db` ->
 `photos-index/`) or, for a server database, in a per-user cache folder keyed by the URL: each query
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 from visextract.errors import StoreError
 from visextract.store.ann_index import (
@@ -53,8 +55,8 @@ from visextract.store.store import Store
 
 log = logging.getLogger(__name__)
 
-DELTA_LIMIT = 25_000  # vectors searched exactly (about 37 MB) before they are merged into the graph
-CHILD_BUILD_MIN = 100_000  # graphs of at least this many vectors are built in a child process
+DELTA_LIMIT = 25_000  # added vectors searched exactly (37 MB), or removed keys, before a merge
+CHILD_BUILD_MIN = 100_000  # main indexes of at least this many vectors are built in a child process
 BATCH = 10_000  # records read from the database at a time
 LISTED = "r.is_current AND NOT r.missing"  # the records users see (`store.listed()` as SQL)
 SEARCHABLE = f"{LISTED} AND r.status != 'failed'"  # what the index holds: failed records have no search text
@@ -162,7 +164,7 @@ class SearchIndex:
         if probe.runs != synced.runs:
             snapshot = self._reconcile(snapshot)
         snapshot = snapshot.save(probe)
-        if len(snapshot.delta_keys) > DELTA_LIMIT or len(snapshot.removed) > max(DELTA_LIMIT, len(snapshot) // 5):
+        if len(snapshot.delta_keys) > DELTA_LIMIT or len(snapshot.removed) > DELTA_LIMIT:
             if len(snapshot) < CHILD_BUILD_MIN:
                 return self.merge(snapshot)
             _in_child(self.store.url, self.folder, "merge")
@@ -260,8 +262,11 @@ def embed_records(store: Store, record_ids: list[int]) -> tuple[np.ndarray, np.n
         }
         todo.append((item["record_id"], search_segments(item["data"], ToolEvidence(tools))))
     vectors = embed_texts(["\n".join(segments) for _, segments in todo])
-    for (record_id, segments), vector in zip(todo, vectors, strict=True):
-        store.save_embedding(record_id, EMBEDDING_MODEL, segments, vector.tobytes())
+    try:
+        for (record_id, segments), vector in zip(todo, vectors, strict=True):
+            store.save_embedding(record_id, EMBEDDING_MODEL, segments, vector.tobytes())
+    except DBAPIError as exc:  # e.g. a read-only database: the index still gets the vectors
+        log.warning("could not save search embeddings in %s: %s", store.safe_url, str(exc.orig).strip().splitlines()[0])
     return np.array([record_id for record_id, _ in todo], np.int64), vectors
 
 
@@ -294,8 +299,8 @@ def search_index(store: Store, index_dir: Path | None = None) -> SearchIndex:
 
 
 def _in_child(url: str, folder: Path, action: str) -> None:
-    """Build or merge the graph in `python -m visextract.store.search_index`: the graph of a large
-    database takes more memory than a search process should keep. The caller holds the folder lock."""
+    """Build or merge the main index in `python -m visextract.store.search_index`: building it for a
+    large database takes more memory than a search process should keep. The caller holds the folder lock."""
     command = [sys.executable, "-m", "visextract.store.search_index", action, str(folder)]
     done = subprocess.run(command, input=url, text=True, stdout=subprocess.DEVNULL, check=False)
     if done.returncode != 0:

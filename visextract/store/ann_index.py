@@ -18,7 +18,8 @@ Readers never wait: they read `state.json`, then map the files it names. A write
 writes new files under fresh names, replaces `state.json` atomically (`os.replace`), then deletes files
 no snapshot names any more (a reader that still maps one keeps its pages). A damaged or half-written
 file is detected on load (sizes, a sampled checksum, probe vectors that must be where they were put)
-and reported as `IndexUnusable`, so that the caller rebuilds.
+and reported as `IndexUnusable`, so that the caller rebuilds. (Files are never changed in place: a
+process that has one mapped while something else truncates it could be killed by the kernel.)
 
     index = VectorIndex.load(folder, model, 384)      # raises IndexUnusable when missing or damaged
     keys, scores = index.nearest(query_vector, 40)    # best first; approximate cosine similarities

@@ -272,8 +272,9 @@ def build_main(folder: Path, batches: Iterable[tuple[np.ndarray, np.ndarray]], d
         keys = np.concatenate(all_keys) if all_keys else np.zeros(0, np.int64)
         cells = max(1, min(round(math.sqrt(len(keys))), len(keys) // 39))
         sample = np.sort(np.random.default_rng(0).permutation(len(keys))[: TRAINING_POINTS_PER_CELL * cells])
-        with spill.open("rb") as file:
-            training = np.stack([_read_rows(file, int(i), 1, dimensions)[0] for i in sample]) if len(sample) else None
+        spilled = np.memmap(spill, np.float32, "r", shape=(len(keys), dimensions)) if len(keys) else None
+        training = np.array(spilled[sample]) if spilled is not None and len(sample) else None
+        del spilled
         quantizer = faiss.IndexFlatIP(dimensions)
         index = faiss.IndexIVFScalarQuantizer(
             quantizer, dimensions, cells, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT

@@ -70,6 +70,15 @@ class SearchHit(BaseModel):
 
 OVERFETCH = 4  # candidates asked of the index per result wanted (at least MIN_CANDIDATES)
 MIN_CANDIDATES = 40
+_CURRENT_ROWS = text(
+    "SELECT r.id, r.path, i.sha256, r.schema_name, r.status, r.missing, e.segments, e.vector FROM record r "
+    "JOIN record_embedding e ON e.record_id = r.id LEFT JOIN image i ON i.id = r.image_id "
+    "WHERE r.id IN :ids AND r.is_current"
+).bindparams(bindparam("ids", expanding=True))
+_MISSING_VECTORS = text(
+    "SELECT r.id, e.vector FROM record r JOIN record_embedding e ON e.record_id = r.id "
+    "WHERE r.is_current AND r.missing AND r.status != 'failed'"
+)
 
 
 def search_records(
@@ -115,23 +124,14 @@ def _current_rows(store: Store, record_ids: list[int]) -> dict[int, Any]:
     """{record id: row} for the current ones of these records, with what a hit shows and their vector."""
     if not record_ids:
         return {}
-    sql = text(
-        "SELECT r.id, r.path, i.sha256, r.schema_name, r.status, r.missing, e.segments, e.vector FROM record r "
-        "JOIN record_embedding e ON e.record_id = r.id LEFT JOIN image i ON i.id = r.image_id "
-        "WHERE r.id IN :ids AND r.is_current"
-    ).bindparams(bindparam("ids", expanding=True))
     with store.engine.connect() as connection:
-        return {row.id: row for row in connection.execute(sql, {"ids": record_ids})}
+        return {row.id: row for row in connection.execute(_CURRENT_ROWS, {"ids": record_ids})}
 
 
 def _nearest_missing(store: Store, query_vector: np.ndarray, count: int) -> list[int]:
     """The `count` current records whose every path is missing that are most similar, exactly."""
-    sql = text(
-        "SELECT r.id, e.vector FROM record r JOIN record_embedding e ON e.record_id = r.id "
-        "WHERE r.is_current AND r.missing AND r.status != 'failed'"
-    )
     with store.engine.connect() as connection:
-        rows = connection.execute(sql).all()
+        rows = connection.execute(_MISSING_VECTORS).all()
     if not rows:
         return []
     vectors = np.frombuffer(b"".join(vector for _, vector in rows), np.float32).reshape(len(rows), -1)

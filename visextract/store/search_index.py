@@ -60,6 +60,18 @@ CHILD_BUILD_MIN = 100_000  # main indexes of at least this many vectors are buil
 BATCH = 10_000  # records read from the database at a time
 LISTED = "r.is_current AND NOT r.missing"  # the records users see (`store.listed()` as SQL)
 SEARCHABLE = f"{LISTED} AND r.status != 'failed'"  # what the index holds: failed records have no search text
+_LISTED_VECTORS = text(
+    f"SELECT r.id, e.vector FROM record r LEFT JOIN record_embedding e ON e.record_id = r.id "
+    f"WHERE r.id > :after AND r.id <= :up_to AND {SEARCHABLE} ORDER BY r.id LIMIT :n"
+)
+_STORED_VECTORS = text("SELECT record_id, vector FROM record_embedding WHERE record_id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+_SUPERSEDED = text(  # older records of images that got a new record, no longer listed
+    "SELECT old.id FROM record new JOIN record old ON old.image_id = new.image_id "
+    "WHERE new.id > :after AND new.id <= :up_to AND old.id <= :after "
+    f"AND NOT ({LISTED.replace('r.', 'old.')})"
+)
 
 
 def index_folder(url: str, index_dir: Path | None = None) -> Path:
@@ -198,13 +210,9 @@ class SearchIndex:
     def _listed_vectors(self, after_id: int, up_to_id: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, vectors) of the listed records with after_id < id <= up_to_id, in batches; records
         with no stored embedding are embedded (and the embedding saved) on the way."""
-        sql = text(
-            f"SELECT r.id, e.vector FROM record r LEFT JOIN record_embedding e ON e.record_id = r.id "
-            f"WHERE r.id > :after AND r.id <= :up_to AND {SEARCHABLE} ORDER BY r.id LIMIT :n"
-        )
         while after_id < up_to_id:
             with self.store.engine.connect() as connection:
-                rows = connection.execute(sql, {"after": after_id, "up_to": up_to_id, "n": BATCH}).all()
+                rows = connection.execute(_LISTED_VECTORS, {"after": after_id, "up_to": up_to_id, "n": BATCH}).all()
             if not rows:
                 break
             after_id = rows[-1][0]
@@ -218,11 +226,8 @@ class SearchIndex:
 
     def _vectors(self, record_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored embeddings of these listed records; the ones without are embedded here."""
-        sql = text("SELECT e.record_id, e.vector FROM record_embedding e WHERE e.record_id IN :ids").bindparams(
-            bindparam("ids", expanding=True)
-        )
         with self.store.engine.connect() as connection:
-            stored = connection.execute(sql, {"ids": record_ids}).all()
+            stored = connection.execute(_STORED_VECTORS, {"ids": record_ids}).all()
         found = {record_id for record_id, _ in stored}
         keys = np.array([record_id for record_id, _ in stored], np.int64)
         vectors = np.frombuffer(b"".join(vector for _, vector in stored), np.float32).reshape(len(stored), -1)
@@ -234,12 +239,8 @@ class SearchIndex:
 
     def _superseded(self, after_id: int, up_to_id: int) -> list[int]:
         """Older records of the images that got new records in (after_id, up_to_id] and are no longer listed."""
-        sql = text(
-            f"SELECT old.id FROM record new JOIN record old ON old.image_id = new.image_id "
-            f"WHERE new.id > :after AND new.id <= :up_to AND old.id <= :after AND NOT ({LISTED.replace('r.', 'old.')})"
-        )
         with self.store.engine.connect() as connection:
-            return [row[0] for row in connection.execute(sql, {"after": after_id, "up_to": up_to_id})]
+            return [row[0] for row in connection.execute(_SUPERSEDED, {"after": after_id, "up_to": up_to_id})]
 
 
 def embed_records(store: Store, record_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:

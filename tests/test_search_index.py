@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, text
 import visextract as vx
 from visextract.local_models.embedder import EMBEDDING_MODEL, embed_texts
 from visextract.query import open_store
+from visextract.schemas.base import RecordSchema
 from visextract.schemas.scene import SCENE
 from visextract.schemas.user_schemas import schema_from_model
 from visextract.store import Store
@@ -383,17 +384,40 @@ def test_typed_view_filters_use_the_field_indexes(any_db, query):
     assert len(names) == 1 and names[0] in used, used
 
 
+def save_shelf_items(url: str, schema: RecordSchema, items: list[dict[str, object]]) -> None:
+    store = open_store(url)
+    for i, data in enumerate(items):
+        store.save(
+            RecordDraft(
+                path=f"/shelf/{schema.version[:6]}-{i}.jpg", schema_name=schema.name, schema_version=schema.version,
+                status="ok", data=data,
+                image=ImageFacts(sha256=hashlib.sha256(f"{schema.version}{i}".encode()).hexdigest(), size_bytes=1,
+                                 width=1, height=1, format="JPEG"),
+            )
+        )  # fmt: skip
+    if store.dialect == "postgresql":
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE record")  # as autovacuum would, on a table this size
+
+
 def test_a_user_schema_gets_field_indexes_and_a_changed_schema_replaces_them(any_db):
     store = Store(any_db)
-    store.start_run(schema_from_model(ShelfItem, name="shelf_item"), {}, {})
-    for query, field in [
-        ("SELECT path FROM shelf_item WHERE count >= 3", "count"),
-        ("SELECT path FROM shelf_item WHERE price < 2.5", "price"),
-        ("SELECT path FROM shelf_item WHERE product = 'mug'", "product"),
-        ("SELECT count(*) FROM shelf_item WHERE in_stock = true", "in_stock"),
+    shelf = schema_from_model(ShelfItem, name="shelf_item")
+    store.start_run(shelf, {}, {})
+    items = [
+        {"product": f"item {i}", "count": i % 7, "price": i / 10, "in_stock": i % 3 == 0, "tags": ["a"]}
+        for i in range(300)
+    ]
+    save_shelf_items(any_db, shelf, items)
+    for query, field, expected in [
+        ("SELECT count(*) AS n FROM shelf_item WHERE count >= 3", "count", sum(i["count"] >= 3 for i in items)),
+        ("SELECT count(*) AS n FROM shelf_item WHERE price < 2.5", "price", sum(i["price"] < 2.5 for i in items)),
+        ("SELECT count(*) AS n FROM shelf_item WHERE product = 'item 7'", "product", 1),
+        ("SELECT count(*) AS n FROM shelf_item WHERE in_stock = true", "in_stock", sum(i["in_stock"] for i in items)),
     ]:
         (name,) = [n for n in field_index_names(any_db) if f"_{field}_" in n]
         assert name in plan(any_db, query), query
+        assert vx.sql(query, db=any_db).rows == [{"n": expected}]
     assert not [n for n in field_index_names(any_db) if "_tags_" in n]  # lists stay unindexed
 
     class ShelfItemV2(BaseModel):  # count becomes a number; price goes away
@@ -402,13 +426,28 @@ def test_a_user_schema_gets_field_indexes_and_a_changed_schema_replaces_them(any
         in_stock: bool = True
 
     before = field_index_names(any_db)
-    store.start_run(schema_from_model(ShelfItemV2, name="shelf_item"), {}, {})
+    shelf_v2 = schema_from_model(ShelfItemV2, name="shelf_item")
+    store.start_run(shelf_v2, {}, {})
+    save_shelf_items(any_db, shelf_v2, [{"product": "jar", "count": 1.5, "in_stock": False}])
     after = field_index_names(any_db)
     assert not [n for n in after if "_price_" in n]
     count_index = {n for n in after if "_count_" in n}
     assert len(count_index) == 1 and not count_index & before  # rebuilt for the new type
-    assert next(iter(count_index)) in plan(any_db, "SELECT path FROM shelf_item WHERE count > 1.5")
+    assert next(iter(count_index)) in plan(any_db, "SELECT path FROM shelf_item WHERE count > 1.4")
     assert {n for n in after if "_product_" in n} == {n for n in before if "_product_" in n}  # kept as is
+    rows = vx.sql("SELECT product, count FROM shelf_item WHERE count > 1.4 ORDER BY count", db=any_db).rows
+    assert rows[0] == {"product": "jar", "count": 1.5} and len(rows) == sum(i["count"] >= 2 for i in items) + 1
+
+
+def test_a_value_of_another_type_reads_as_null_and_never_fails_a_write(any_db):
+    store = Store(any_db)
+    shelf = schema_from_model(ShelfItem, name="shelf_item")
+    store.start_run(shelf, {}, {})
+    odd = {"product": ["not", "text"], "count": "lots", "price": "cheap", "in_stock": "yes"}  # an older version's
+    save_shelf_items(any_db, shelf, [{"product": "mug", "count": 2, "price": 1.5, "in_stock": True}, odd])
+    rows = vx.sql("SELECT count, price, in_stock FROM shelf_item ORDER BY path", db=any_db).rows
+    assert rows[0] == {"count": 2, "price": 1.5, "in_stock": True}
+    assert rows[1]["count"] in (None, 0) and rows[1]["price"] in (None, 0.0)  # SQLite casts leniently to 0
 
 
 def _change_database(url: str) -> None:

@@ -230,7 +230,7 @@ class SearchIndex:
             stored = connection.execute(_STORED_VECTORS, {"ids": record_ids}).all()
         found = {record_id for record_id, _ in stored}
         keys = np.array([record_id for record_id, _ in stored], np.int64)
-        vectors = np.frombuffer(b"".join(vector for _, vector in stored), np.float32).reshape(len(stored), -1)
+        vectors = np.frombuffer(b"".join(vector for _, vector in stored), np.float32).reshape(-1, self.dimensions)
         unembedded = [record_id for record_id in record_ids if record_id not in found]
         if unembedded:
             new_keys, new_vectors = embed_records(self.store, unembedded)

@@ -108,3 +108,45 @@ def test_a_run_whose_process_died_shows_as_interrupted_not_running(db_url, tmp_p
     run.wait(timeout=30)
     time.sleep(1.5)
     assert run_rows(db_url)[0].status == "interrupted"
+
+
+def test_on_stop_an_image_is_finished_only_if_its_work_started_on_loaded_models():
+    """The rule behind the first Ctrl-C, on real batchers: finish an image whose tool work has started
+    while its other tools' models are loaded; drop one that has not started, or that waits for a model
+    still loading (that is what lets Ctrl-C stop at once during loading)."""
+    import threading
+
+    from visextract.agents.extraction_nodes import _drop_unfinishable
+    from visextract.tools.batcher import Batcher
+
+    release = threading.Event()
+
+    def slow(items):
+        release.wait(10)
+        return list(items)
+
+    loading = threading.Event()
+    busy = Batcher("busy", slow, batch_size=1)
+    warm = Batcher("warm", lambda items: list(items), batch_size=1, warm_up=lambda: None)
+    cold = Batcher("cold", lambda items: list(items), batch_size=1, warm_up=lambda: loading.wait(10))
+    try:
+        warm.start_warm_up()
+        cold.start_warm_up()
+        assert warm.warmed.wait(5) and not cold.warmed.is_set()
+        running = busy.submit("being computed")
+        deadline = time.monotonic() + 5
+        while not running.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        queued_behind = busy.submit("queued")
+        assert not _drop_unfinishable([(busy, running), (busy, queued_behind)])  # its work started: finish it
+        untouched = busy.submit("not started")
+        assert _drop_unfinishable([(busy, untouched)]) and untouched.cancelled()  # nothing started: drop it
+        waits_for_loading = cold.submit("needs the cold model")
+        assert _drop_unfinishable([(busy, running), (cold, waits_for_loading)])  # a model still loading: drop
+        assert waits_for_loading.cancelled() and not running.cancelled()
+    finally:
+        release.set()
+        loading.set()
+        for batcher in (busy, warm, cold):
+            batcher.close()

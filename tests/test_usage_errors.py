@@ -112,13 +112,17 @@ def test_the_store_never_lets_a_failed_attempt_replace_a_usable_record(done, pho
 
 def test_output_and_database_problems_are_one_line_not_tracebacks(done, cli, tmp_path):
     cases = [
-        (("export", "--db", done, "-f", "csv", "-o", "/nonexistent/dir/out.csv"), "folder /nonexistent/dir does not exist"),
+        (("export", "--db", done, "-f", "csv", "-o", "/nonexistent/dir/out.csv"), "/nonexistent/dir does not exist"),
         (("export", "--db", done, "-f", "parquet", "-o", tmp_path), "it is a folder"),
-    ]  # fmt: skip
+    ]
     not_a_db = tmp_path / "notadb.db"
     not_a_db.write_text("these are my notes, not a database\n")
     for command in ("status", "run"):
-        args = (command, tmp_path, "--db", f"sqlite:///{not_a_db}") if command == "run" else (command, "--db", f"sqlite:///{not_a_db}")
+        args = (
+            (command, tmp_path, "--db", f"sqlite:///{not_a_db}")
+            if command == "run"
+            else (command, "--db", f"sqlite:///{not_a_db}")
+        )
         cases.append((args, "cannot open database"))
     for args, message in cases:
         result = cli(*args)

@@ -266,9 +266,7 @@ def run(
         if progress.live.is_started:
             progress.stop()
         err.print("[red]aborted[/red]: what was saved is kept; run the same command again to continue")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(130)
+        _leave_now(130)
 
     try:
         summary = extractor.run(
@@ -285,8 +283,15 @@ def run(
             highlight=False,
         )
     _print_summary(summary, extractor.store.safe_url)
-    if summary.interrupted:
-        raise typer.Exit(130)
+    if summary.interrupted:  # everything is saved; models may still be loading: do not wait for them
+        _leave_now(130)
+
+
+def _leave_now(code: int) -> None:
+    """Exit at once (no interpreter teardown, which would wait for model loads still running)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 IMAGE_SUFFIXES_SHOWN = (".jpg", ".png", ".webp", ".tif", ".gif", ".bmp")
@@ -598,6 +603,59 @@ def chat(
                     out.print(answer.text, highlight=False)
 
     asyncio.run(repl())
+
+
+@app.command("mcp")
+@friendly_errors
+def mcp_command(
+    db: DbOption = None,
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at /mcp instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="With --http: address to bind; off loopback a token is required.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="With --http: port to listen on.")] = 8766,
+    token: Annotated[
+        str | None, typer.Option(help="With --http: require 'Authorization: Bearer T' (generated off loopback).")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="run_sql returns at most this many rows.")] = 200,
+    timeout: Annotated[float, typer.Option(help="run_sql stops a query after this many seconds.")] = 10.0,
+) -> None:
+    """Serve the results to MCP chat clients (Claude Desktop, Cursor, VS Code...) over stdio.
+
+    Tools: list_schemas, search_images, run_sql (read-only), show_record, get_image.
+    An MCP client's config entry:
+
+      {"command": "visextract",
+       "args": ["mcp", "--db", "sqlite:////abs/path/visextract.db"]}
+
+    Examples:
+
+      visextract mcp --db sqlite:////home/me/photos/visextract.db
+
+      visextract mcp --http                   (at http://127.0.0.1:8766/mcp)
+
+      visextract mcp --http --host 0.0.0.0    (prints the token clients send)
+    """
+    from visextract.errors import UsageError
+    from visextract.http_access import access_token
+
+    if not http and (host != "127.0.0.1" or token is not None):
+        raise UsageError("--host and --token apply to --http only (stdio needs neither)")
+    if max_rows < 1 or timeout <= 0:
+        raise UsageError("--max-rows must be 1 or more and --timeout positive")
+    required = access_token(host, token) if http else None
+    store = _read_store(db)  # a mistyped --db fails here, before the MCP SDK loads
+
+    from visextract.mcp import build_server, serve_http, serve_stdio
+
+    server = build_server(store, max_rows=max_rows, timeout_s=timeout)
+    if not http:
+        serve_stdio(server)
+        return
+    err.print(f"MCP server at http://{host if ':' not in host else f'[{host}]'}:{port}/mcp", highlight=False)
+    if required:
+        err.print(f"requests need the header: Authorization: Bearer {required}", highlight=False)
+    serve_http(server, host, port, required)
 
 
 @app.command()

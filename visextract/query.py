@@ -60,9 +60,11 @@ def search(
 
 def sql(query: str, db: str | None = None, max_rows: int = 1000, timeout_s: float = 10.0) -> QueryResult:
     """Run one read-only SELECT; writes of any kind raise QueryRefusedError and change nothing."""
-    from visextract.store.readonly_sql import run_readonly_sql
+    from visextract.store.readonly_sql import run_readonly_sql, warn_about_privileges
 
-    return run_readonly_sql(_db(db), query, max_rows=max_rows, timeout_s=timeout_s)
+    url = _db(db)
+    warn_about_privileges(url)
+    return run_readonly_sql(url, query, max_rows=max_rows, timeout_s=timeout_s)
 
 
 class Answer(BaseModel):
@@ -108,8 +110,10 @@ class ChatSession:
 
         from visextract.agents.query_graph import QueryContext, build_query_graph
         from visextract.agents.query_tools import QueryTools
+        from visextract.store.readonly_sql import warn_about_privileges
 
         self.store = open_store(self.settings.db)
+        warn_about_privileges(self.settings.db)
         http = openai.DefaultAsyncHttpxClient(timeout=self.settings.llm_timeout)
         self._stack.push_async_callback(http.aclose)
         self.chat_model = ChatOpenAI(

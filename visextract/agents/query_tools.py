@@ -34,22 +34,9 @@ class QueryTools:
 
     def list_schemas(self) -> str:
         """The record schemas in the database, each with its typed SQL view and columns, plus record counts."""
-        counts = self.store.status_counts()
-        views = [
-            {
-                "schema": view.schema_name,
-                "view": view.view_name,
-                "columns": view.columns,
-                "records_by_status": counts.get(view.schema_name, {}),
-            }
-            for view in self.store.typed_views()
-        ]
-        tables = {
-            "record": "every record: id, path, schema_name, status, error, data (JSON), provenance (JSON), is_current",
-            "tool_result": "raw tool outputs per image: image_id, tool, results (JSON list)",
-            "image": "id, sha256, width, height, format; image_path maps path -> image_id",
-        }
-        return json.dumps({"typed_views": views, "tables": tables}, default=str)
+        from visextract.store.catalog import schema_catalog
+
+        return json.dumps(schema_catalog(self.store), default=str)
 
     def run_sql(self, query: str) -> str:
         """Run ONE read-only SQL SELECT (SQLite or PostgreSQL syntax, as the database is). Prefer the typed

@@ -581,3 +581,47 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_jsonable(item) for item in value]
     return str(value)  # UUID, IP addresses, ranges...
+
+
+RISKY_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program", "pg_signal_backend")
+_warned_urls: set[str] = set()
+log = logging.getLogger("visextract")
+
+
+def risky_privileges(db_url: str) -> list[str]:
+    """What the connected PostgreSQL role can do that a read-only transaction does not stop (superuser, or
+    membership in a server-file/program/signal role); empty for SQLite and for plain roles."""
+    target = _target(db_url)
+    if target.backend != "postgresql":
+        return []
+    with _engine(target).connect() as connection:
+        superuser = connection.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar()
+        if superuser:  # holds every role
+            return ["superuser"]
+        held = [
+            role
+            for role in RISKY_ROLES
+            if connection.exec_driver_sql("SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,)).scalar()
+        ]
+    return held
+
+
+def warn_about_privileges(db_url: str) -> str | None:
+    """Once per database URL per process: log a warning when the role can do more than read (see
+    DESIGN.md, "Query safety"), and return it. Read surfaces (sql, ask, chat, serve, mcp) call this at start."""
+    if db_url in _warned_urls:
+        return None
+    _warned_urls.add(db_url)
+    try:
+        rights = risky_privileges(db_url)
+    except Exception as exc:  # the check is advice; the query itself reports real connection problems
+        log.debug("could not check the role's privileges: %s", exc)
+        return None
+    if not rights:
+        return None
+    message = (
+        f"the database role is {' and '.join(rights)}: a read-only transaction does not stop those rights, only "
+        "the function deny-list does; use a role with just pg_read_all_data for sql/ask/serve/mcp"
+    )
+    log.warning(message)
+    return message

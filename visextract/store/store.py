@@ -210,8 +210,12 @@ class Store:
 
     def typed_views(self) -> list[TypedView]:
         """The typed view of each schema, from its latest stored version."""
+        return [typed_view(schema) for schema in self.latest_schemas()]
+
+    def latest_schemas(self) -> list[RecordSchema]:
+        """Each schema in the database, as its latest stored version, in the order first seen."""
         with self.read() as session:
-            return [typed_view(stored_schema(row)) for row in self._latest_schema_rows(session)]
+            return [stored_schema(row) for row in self._latest_schema_rows(session)]
 
     def schema_names(self) -> list[str]:
         """Names of the schemas that records were made with, in the order first seen."""

@@ -7,6 +7,7 @@ cannot fail its neighbours. Used for every tool, and for the search-text embedde
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -59,6 +60,8 @@ class Batcher(Generic[In, Out]):
         self.warm_up = warm_up
         self._warming = False
         self.warmed = threading.Event()  # set once the model has loaded (or failed to), or the first batch ran
+        if warm_up is None:  # nothing to load
+            self.warmed.set()
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
         self.seconds = 0.0  # compute time, for reports
@@ -79,11 +82,15 @@ class Batcher(Generic[In, Out]):
             self._queue.put(_WARM_UP)
 
     def close(self, wait: bool = True) -> None:
-        """Stop the worker after what is queued; `wait=False` does not wait for it (e.g. a model still
-        loading when the user pressed Ctrl-C: the worker is a daemon thread)."""
+        """Stop the worker after what is queued. `wait=False` returns at once (e.g. a model still loading
+        when the user pressed Ctrl-C); the interpreter then waits for the worker at exit, because native
+        libraries abort the process when torn down under a thread that is still loading a model. (The
+        CLI leaves with `os._exit` after an interrupted run, so it does not wait.)"""
         self._queue.put(_STOP)
         if wait:
             self._worker.join()
+        else:
+            atexit.register(self._worker.join)
 
     def _work(self) -> None:
         while True:

@@ -208,8 +208,9 @@ class VectorIndex:
         return replace(self, synced=synced, snapshot_id=snapshot_id)
 
     @classmethod
-    def load(cls, folder: Path, model: str, dimensions: int) -> VectorIndex:
-        """The snapshot `state.json` names; IndexUnusable if there is none or any part of it is damaged."""
+    def load(cls, folder: Path, model: str, dimensions: int, known_main: MainIndex | None = None) -> VectorIndex:
+        """The snapshot `state.json` names; IndexUnusable if there is none or any part of it is damaged.
+        A main index this process already has open and checked (`known_main`) is reused."""
         try:
             state = json.loads((folder / STATE_FILE).read_bytes())
             if (state.get("format"), state.get("model"), state.get("dimensions")) != (FORMAT, model, dimensions):
@@ -225,7 +226,14 @@ class VectorIndex:
                 removed = delta["removed"].astype(np.int64)
             if delta_vectors.shape != (len(delta_keys), dimensions):
                 raise IndexUnusable(f"{delta_path} holds vectors of the wrong shape")
-            main = _open_main(folder, state["main"], dimensions) if state["main"] is not None else None
+            main = None
+            if state["main"] is not None:
+                known = (
+                    known_main is not None
+                    and known_main.file == state["main"]["file"]
+                    and known_main.state(folder) == state["main"]
+                )
+                main = known_main if known else _open_main(folder, state["main"], dimensions)
         except IndexUnusable:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError) as exc:

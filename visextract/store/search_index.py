@@ -124,7 +124,11 @@ class SearchIndex:
         self.folder.mkdir(parents=True, exist_ok=True)  # it may have been deleted
         with self._lock, index_lock(self.folder):
             try:
-                snapshot = VectorIndex.load(self.folder, self.model, self.dimensions)
+                ours = self._snapshot
+                if ours is not None and snapshot_id_on_disk(self.folder) == ours.snapshot_id:
+                    snapshot = ours  # nobody else wrote since: no need to read it again
+                else:
+                    snapshot = VectorIndex.load(self.folder, self.model, self.dimensions, ours.main if ours else None)
             except IndexUnusable as why:
                 if self._snapshot is not None or any(self.folder.glob("state.json")):
                     log.warning("rebuilding the search index: %s", why)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("VISEXTRACT_DB", None)
+# search indexes of test databases on PostgreSQL would otherwise go to ~/.cache/visextract
+os.environ["VISEXTRACT_INDEX_DIR"] = tempfile.mkdtemp(prefix="visextract-test-indexes-")
 
 from PIL import Image
 from typer.testing import CliRunner

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visextract.cli import app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_index_folder() -> Iterator[None]:
+    """Remove the tests' search indexes at the end."""
+    yield
+    shutil.rmtree(os.environ["VISEXTRACT_INDEX_DIR"], ignore_errors=True)
 
 
 def save_sample(name: str, path: Path) -> Path:

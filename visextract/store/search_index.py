@@ -188,13 +188,19 @@ class SearchIndex:
         return snapshot
 
     def _reconcile(self, snapshot: VectorIndex) -> VectorIndex:
-        """Make the index's keys the listed records' ids (paths went missing, came back, changed content)."""
-        with self.store.engine.connect() as connection:
-            listed = np.fromiter(
-                (row[0] for row in connection.exec_driver_sql(f"SELECT r.id FROM record r WHERE {SEARCHABLE}")),
-                dtype=np.int64,
-            )
+        """Make the index's keys the listed records' ids (paths went missing, came back, changed content).
+        First the count and sum of the listed ids, through their index: when both match the index's keys
+        (a run that only added records), there is nothing to compare id by id."""
         live = snapshot.live_keys()
+        with self.store.engine.connect() as connection:
+            count, total = connection.exec_driver_sql(
+                f"SELECT count(*), sum(r.id) FROM record r WHERE {SEARCHABLE}"
+            ).one()
+            if (count, int(total or 0)) == (len(live), int(live.sum())):
+                return snapshot
+            cursor = connection.exec_driver_sql(f"SELECT r.id FROM record r WHERE {SEARCHABLE}").cursor
+            listed = np.array([row[0] for row in cursor.fetchall()], np.int64)
+        listed.sort()
         snapshot = snapshot.changed(remove=np.setdiff1d(live, listed, assume_unique=True))
         missing = np.setdiff1d(listed, live, assume_unique=True)
         for start in range(0, len(missing), BATCH):

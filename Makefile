@@ -20,8 +20,11 @@ demo: install
 	@echo
 	@echo "Export (first record shown):  $(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1"
 	@$(BIN)/visextract export --format jsonl --db sqlite:///visextract.db | head -n 1
+	@echo
+	@echo "See every record on its image, review and chat in the browser:  $(BIN)/visextract serve"
 
 test: install
+	.ci/ensure-chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: install

@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _synthetic import sha256_of
+
 SQL = [
     "SELECT count(*) AS n FROM scene WHERE face_count > 0",
     "SELECT path, labels FROM scene WHERE face_count = 2 LIMIT 20",
@@ -102,9 +104,9 @@ def chunks(
         ids = range(start, min(first + count, start + CHUNK))
         noisy = vectors[[i % len(distinct) for i in ids]] + noise.normal(0, 0.01, (len(ids), vectors.shape[1]))
         noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
-        images = [(i, f"{i:064x}", 1000, 640, 480, "JPEG", "{}", now) for i in ids]
+        images = [(i, sha256_of(i), 1000, 640, 480, "JPEG", "{}", now) for i in ids]
         records = [
-            (i, f"{i:064x}", i, f"/photos/{i:07d}.jpg", "scene", SCENE.version, "{}", "",
+            (i, sha256_of(i), i, f"/photos/{i:07d}.jpg", "scene", SCENE.version, "{}", "",
              "needs_review" if i % 97 == 0 else "ok", True, distinct[i % len(distinct)][0], "{}", now, True, 1, False)
             for i in ids
         ]  # fmt: skip

@@ -121,3 +121,12 @@ def server(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         yield server
+
+
+@pytest.fixture(scope="session")
+def web_library(tmp_path_factory: pytest.TempPathFactory):
+    """Real photos extracted offline plus vehicle records from a scripted LLM (see web_library.py);
+    `web_library.copy(tmp_path)` gives a test its own database."""
+    from web_library import build_library
+
+    return build_library(tmp_path_factory.mktemp("web-library"))

@@ -13,7 +13,7 @@ from sqlalchemy import text
 import visextract as vx
 from visextract.store import Store
 from visextract.store.migrations import MIGRATIONS, current_version
-from visextract.store.tables import SEARCH_INDEXES
+from visextract.store.tables import GALLERY_INDEXES, SEARCH_INDEXES
 
 TOOLS = "classifier,colors"
 
@@ -178,11 +178,18 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
                 else text("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'vx!_%' ESCAPE '!'")
             )
         ]
-        for index in ("ix_image_path_sha256", "record_by_subject", *[i.name for i in SEARCH_INDEXES], *field_indexes):
+        labels_before = dict(connection.execute(text("SELECT id, label FROM record")).all())
+        for index in (
+            "ix_image_path_sha256",
+            "record_by_subject",
+            *(i.name for i in GALLERY_INDEXES + SEARCH_INDEXES),
+            *field_indexes,
+        ):
             connection.execute(text(f"DROP INDEX {index}"))
         for table, column in [
             ("image_path", "sha256"), ("image_path", "missing_at"), ("image_path", "seen_run_id"),
-            ("record", "version"), ("record", "review"), ("record", "missing"), ("run", "heartbeat_at"),
+            ("record", "version"), ("record", "review"), ("record", "missing"), ("record", "label"),
+            ("run", "heartbeat_at"),
         ]:  # fmt: skip
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         connection.execute(text("DELETE FROM schema_migration WHERE version > 1"))
@@ -195,6 +202,9 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
         assert connection.execute(text("SELECT count(*) FROM record")).scalar_one() == records_before
         versions = connection.execute(text("SELECT subject, version FROM record ORDER BY id")).all()
     assert all(version >= 1 for _, version in versions)
+    with upgraded.engine.connect() as connection:  # the gallery's top labels were backfilled from tool results
+        assert dict(connection.execute(text("SELECT id, label FROM record")).all()) == labels_before
+    assert set(labels_before.values()) >= {"tiger cat", "espresso"}
     assert upgraded.paths_of(sha256_of(a)) == [str(a)]  # path hashes were backfilled from image ids
     assert upgraded.paths_of(sha256_of(folder / "b.png")) == [str(folder / "b.png")]
     assert upgraded.find_records(str(a))[0].subject == sha256_of(a)

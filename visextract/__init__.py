@@ -8,6 +8,8 @@
     vx.search("a dog on a beach", db="sqlite:///photos.db")     # offline semantic search (MiniLM)
     vx.sql("SELECT path, face_count FROM scene", db="sqlite:///photos.db")   # read-only SQL
     vx.ask("how many photos contain text?", db="sqlite:///photos.db")        # the chat agent
+    vx.review("photos/cat.jpg", {"labels": ["cat"]}, by="ann", db="sqlite:///photos.db")  # a human fix
+    vx.evaluate("gold.jsonl", db="sqlite:///photos.db")   # per-field accuracy, F1, CER, MAE against gold labels
 
 Heavy libraries (torch, transformers, langgraph) are imported only when first needed.
 """
@@ -31,14 +33,20 @@ _EXPORTS = {
     "search": "visextract.query",
     "sql": "visextract.query",
     "ask": "visextract.query",
+    "review": "visextract.extractor",
     "ChatSession": "visextract.query",
     "Answer": "visextract.query",
     "VisextractError": "visextract.errors",
+    "evaluate": "visextract.evaluation",
+    "EvaluationReport": "visextract.evaluation",
+    "EvaluationComparison": "visextract.evaluation",
 }
 
 __all__ = [
     "Answer",
     "ChatSession",
+    "EvaluationComparison",
+    "EvaluationReport",
     "Extractor",
     "FieldProvenance",
     "LlmUsage",
@@ -50,7 +58,9 @@ __all__ = [
     "VisextractError",
     "__version__",
     "ask",
+    "evaluate",
     "load_schema",
+    "review",
     "search",
     "sql",
 ]
@@ -58,7 +68,8 @@ __all__ = [
 if TYPE_CHECKING:
     from visextract.config import Settings
     from visextract.errors import VisextractError
-    from visextract.extractor import Extractor, RunSummary
+    from visextract.evaluation import EvaluationComparison, EvaluationReport, evaluate
+    from visextract.extractor import Extractor, RunSummary, review
     from visextract.query import Answer, ChatSession, ask, search, sql
     from visextract.schemas.base import RecordSchema
     from visextract.schemas.record import FieldProvenance, LlmUsage, Record, RecordStatus

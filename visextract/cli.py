@@ -195,6 +195,9 @@ def run(
     ] = 2,
     image_detail: Annotated[str, typer.Option(help="Image detail sent to the LLM: low, high or auto.")] = "auto",
     force: Annotated[bool, typer.Option(help="Redo images that are already done.")] = False,
+    discard_reviews: Annotated[
+        bool, typer.Option(help="Redo reviewed records and drop their human values (kept otherwise).")
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Process at most N images.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per model batch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
@@ -270,7 +273,8 @@ def run(
 
     try:
         summary = extractor.run(
-            *paths, force=force, limit=limit, on_start=on_start, on_image=on_image, on_status=on_status,
+            *paths, force=force, limit=limit, discard_reviews=discard_reviews, on_start=on_start, on_image=on_image,
+            on_status=on_status,
             on_abort=on_abort,
         )  # fmt: skip
     finally:
@@ -432,7 +436,9 @@ def show(
 @app.command()
 @friendly_errors
 def export(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, csv or parquet.")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl, csv, parquet, or gold (reviewed records, for eval).")
+    ] = "jsonl",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (default: stdout).")] = None,
     db: DbOption = None,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
@@ -448,6 +454,8 @@ def export(
       visextract export --format csv --schema scene > scene.csv
 
       visextract export --format parquet -o records.parquet
+
+      visextract export --format gold --schema scene -o gold.jsonl   # then: visextract eval gold.jsonl
     """
     from visextract.store.export import check_export_format, write_export
 
@@ -605,6 +613,40 @@ def chat(
     asyncio.run(repl())
 
 
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    gold: Annotated[Path, typer.Argument(help='GOLD.jsonl: one {"path" or "sha256": ..., "data": {...}} a line.')],
+    db: DbOption = None,
+    schema: Annotated[str | None, typer.Option(help="Schema to score (default: the database's only one).")] = None,
+    against: Annotated[
+        str | None, typer.Option(help="A second database URL, scored on the same gold, side by side.")
+    ] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Score the extracted fields against gold labels: accuracy per field (lists also precision, recall
+    and F1; strings CER; numbers MAE), per source, and how well `verified: false` flags the wrong ones.
+
+    Examples:
+
+      visextract eval gold.jsonl --db sqlite:///photos.db
+
+      visextract eval gold.jsonl --db sqlite:///gpt-4o.db --against sqlite:///qwen.db
+
+      visextract export --format gold -o gold.jsonl && visextract eval gold.jsonl --format json
+    """
+    from visextract.evaluation import evaluate
+    from visextract.evaluation.tables import evaluation_tables
+
+    _check_format(fmt)
+    result = evaluate(gold, db=_settings(db).db, schema=schema, against=against)
+    if fmt == "json":
+        sys.stdout.write(result.model_dump_json() + "\n")
+        return
+    for renderable in evaluation_tables(result):
+        out.print(renderable, highlight=False)
+
+
 @app.command("mcp")
 @friendly_errors
 def mcp_command(
@@ -656,6 +698,39 @@ def mcp_command(
     if required:
         err.print(f"requests need the header: Authorization: Bearer {required}", highlight=False)
     serve_http(server, host, port, required)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    db: DbOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs a token (one is generated).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Require this token (Authorization: Bearer T, or open /?token=T once).")
+    ] = None,
+) -> None:
+    """The review workbench in a browser: gallery, each record on its image, the review queue, the chat.
+
+    Examples:
+
+      visextract serve                               # http://127.0.0.1:8765/
+
+      visextract serve --db sqlite:///photos.db --port 9000
+
+      visextract serve --host 0.0.0.0                # other machines too: prints a URL with a token
+    """
+    from visextract.query import open_store
+    from visextract.web.app import WebConfig, check_port_free
+    from visextract.web.app import serve as run_server
+
+    config = WebConfig(db=_settings(db).db, host=host, port=port, token=token).with_token()
+    store = open_store(config.db)  # no database at that URL: one line now, not an error page later
+    check_port_free(config.host, config.port)
+    out.print(f"serving {store.safe_url} at {config.url}  (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    run_server(config)
 
 
 @app.command()

@@ -142,6 +142,7 @@ class Extractor:
         *paths: str | PathLike[str],
         force: bool = False,
         limit: int | None = None,
+        discard_reviews: bool = False,
         on_start: Callable[[int], None] | None = None,
         on_image: Callable[[Any], None] | None = None,
         on_status: Callable[[str], None] | None = None,
@@ -149,6 +150,9 @@ class Extractor:
         stop: threading.Event | None = None,
     ) -> RunSummary:
         """Process every image under `paths` (recursively). Images already done are skipped unless `force`.
+
+        A redone record keeps the values a person reviewed (while its schema still has them and they still
+        validate); `discard_reviews=True` redoes reviewed records and drops those values instead.
 
         Every option is checked before any work: a bad device, model or option raises and changes nothing.
         After a complete run over a folder, known paths under it that are gone are marked missing.
@@ -171,7 +175,7 @@ class Extractor:
         folders = [Path(p) for p in paths if os.path.isdir(p)] if listing_complete else []
         if on_start is not None:
             on_start(len(files))
-        plan = dataclasses.replace(self.plan, force=force)
+        plan = dataclasses.replace(self.plan, force=force, discard_reviews=discard_reviews)
         engine = partial(extract_locally, on_image=on_image, on_status=on_status)
         return run_sync(lambda: run_with_lifecycle(plan, files, folders, engine, store, stop, on_abort))
 
@@ -181,6 +185,31 @@ class Extractor:
 
         record_schema = self.schema if schema in (None, self.schema.name) else self._stored_or_named(schema)
         return typed_records(self.store, record_schema, status=status)
+
+    def review(
+        self,
+        path_or_sha: str,
+        data: dict[str, Any] | None = None,
+        *,
+        accept: bool = False,
+        by: str | None = None,
+        version: int | None = None,
+    ) -> Record[Any]:
+        """Review this schema's record of an image: `data` holds the corrected fields (the others are
+        accepted as they are), or `accept=True` accepts it as it is. Writes a new version: edited fields get
+        source "human", the others `verified: True`, the status becomes ok. Re-runs keep these values.
+
+            ex = vx.Extractor(db="sqlite:///cars.db", schema="vehicle")
+            rec = ex.review("cars/1.jpg", {"color": "dark blue"}, by="ann")
+            rec.provenance["color"].source        # "human"
+
+        Raises ReviewRefusedError (with `.errors`) when a value does not validate, ReviewConflictError when
+        `version` is given and the record changed since; nothing is stored then.
+        """
+        row = self.store.review(
+            path_or_sha, data, accept=accept, by=by, schema=self.schema.name, version=version, model_schema=self.schema
+        )
+        return _typed(self.store, row)
 
     def _stored_or_named(self, name: str) -> RecordSchema:
         """A built-in or file schema by name, else the latest version stored in the database."""
@@ -216,3 +245,40 @@ def resolve_llm_choice(llm: str | VisionLlm | None) -> str | VisionLlm | None:
     if isinstance(llm, str) and llm not in ("openai", "local"):
         raise UsageError(f"{option_name('llm')} {llm!r}: use none, openai or local")
     return llm
+
+
+def review(
+    path_or_sha: str,
+    data: dict[str, Any] | None = None,
+    *,
+    accept: bool = False,
+    by: str | None = None,
+    schema: str | None = None,
+    version: int | None = None,
+    db: str | None = None,
+) -> Record[Any]:
+    """Review an image's record (a path, a sha256 or a unique prefix of one): the same as the web app's
+    Accept and Save. `schema` picks the record when the image has records of several schemas.
+
+        import visextract as vx
+        vx.review("photos/cat.jpg", {"labels": ["cat"]}, by="ann", db="sqlite:///photos.db")
+        vx.review("photos/dog.jpg", accept=True, db="sqlite:///photos.db")
+
+    See `Extractor.review` for what a review writes and raises.
+    """
+    from visextract.query import open_store
+
+    store = open_store(db or Settings().db)
+    row = store.review(path_or_sha, data, accept=accept, by=by, schema=schema, version=version)
+    return _typed(store, row)
+
+
+def _typed(store: Store, row: Any) -> Record[Any]:
+    from visextract.store.browse import exported
+    from visextract.store.typed_records import typed_record
+
+    (item,) = exported(store, [row.id])
+    return typed_record(
+        item | {"record_id": row.id, "created_at": row.created_at},
+        store.schema_model(row.schema_name, row.schema_version),
+    )

@@ -9,8 +9,9 @@ vx.ask("how many photos contain text?", db="sqlite:///photos.db")   # needs an O
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from functools import cache
 from pathlib import Path
@@ -73,6 +74,79 @@ class Answer(BaseModel):
     text: str
     paths: list[str]
     sql: list[str]
+
+    @property
+    def event(self) -> str:
+        return "answer"
+
+
+_STEP_KINDS = {"run_sql": "sql", "search_images": "search", "look_again": "look", "list_schemas": "schemas"}
+
+
+class AgentStep(BaseModel):
+    """The agent called a tool: ran SQL (`kind` "sql"), searched ("search"), looked at an image again
+    ("look") or listed the schemas ("schemas"). `args` are the call's arguments (the SQL, the query...)."""
+
+    tool: str
+    args: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return _STEP_KINDS.get(self.tool, "tool")
+
+    @property
+    def event(self) -> str:
+        return self.kind
+
+
+class StepResult(BaseModel):
+    """What a tool call returned, in short (`summary`), and the images it found (`paths`)."""
+
+    tool: str
+    summary: str
+    paths: list[str]
+
+    @property
+    def event(self) -> str:
+        return "result"
+
+    @classmethod
+    def of(cls, tool: str, content: Any) -> StepResult:
+        """Summarise a tool's JSON output (see `agents.query_tools`) for people watching the agent work."""
+        try:
+            value = json.loads(content) if isinstance(content, str) else content
+        except ValueError:
+            return cls(tool=tool, summary=str(content)[:300], paths=[])
+        if isinstance(value, dict) and ("refused" in value or "error" in value):
+            return cls(tool=tool, summary=str(value.get("refused") or value.get("error")), paths=[])
+        if isinstance(value, dict) and isinstance(value.get("rows"), list):
+            rows = value["rows"]
+            more = " (more not shown)" if value.get("truncated") else ""
+            return cls(tool=tool, summary=f"{len(rows)} row{'s' * (len(rows) != 1)}{more}", paths=_paths_in(rows))
+        if isinstance(value, list):
+            return cls(tool=tool, summary=f"{len(value)} image{'s' * (len(value) != 1)}", paths=_paths_in(value))
+        if isinstance(value, dict) and "answer" in value:
+            return cls(tool=tool, summary=str(value["answer"])[:300], paths=_paths_in([value]))
+        if isinstance(value, dict) and isinstance(value.get("typed_views"), list):
+            return cls(tool=tool, summary=f"{len(value['typed_views'])} schemas", paths=[])
+        return cls(tool=tool, summary=str(content)[:300], paths=[])
+
+
+class AnswerDelta(BaseModel):
+    """A piece of the answer's text, as the model writes it."""
+
+    text: str
+
+    @property
+    def event(self) -> str:
+        return "delta"
+
+
+ChatEvent = AgentStep | StepResult | AnswerDelta | Answer
+
+
+def _paths_in(rows: list[Any]) -> list[str]:
+    return list(dict.fromkeys(str(row["path"]) for row in rows if isinstance(row, dict) and row.get("path")))
 
 
 def llm_configured() -> bool:
@@ -142,20 +216,51 @@ class ChatSession:
         await self._stack.aclose()
 
     async def ask(self, question: str) -> Answer:
-        from langchain_core.messages import HumanMessage
+        """The agent's answer to `question` (the last event of `stream`)."""
+        answer = None
+        async for event in self.stream(question):
+            if isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        return answer
+
+    async def stream(self, question: str) -> AsyncIterator[ChatEvent]:
+        """The agent at work, as it happens: each tool call (`AgentStep`), what it returned (`StepResult`),
+        the answer's text as the model writes it (`AnswerDelta`), and last the `Answer`.
+
+            async for event in chat.stream("which photos show text?"):
+                print(event.event, event)
+        """
+        from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
         from visextract.agents.query_tools import cite_sources
 
         self.tools.new_turn()
         queries_before = len(self.tools.sql_queries)
         config = {"recursion_limit": 30, "configurable": {"thread_id": self.thread_id or "one-shot"}}
-        state = await self.graph.ainvoke(
-            {"messages": [HumanMessage(content=question)]}, config=config, context=self.context
-        )
-        final = state["messages"][-1]
-        text = final.content if isinstance(final.content, str) else str(final.content)
+        final: Any = None
+        async for mode, chunk in self.graph.astream(
+            {"messages": [HumanMessage(content=question)]},
+            config=config,
+            context=self.context,
+            stream_mode=["updates", "messages"],
+        ):
+            if mode == "messages":
+                message, metadata = chunk
+                if metadata.get("langgraph_node") == "agent" and isinstance(message.content, str) and message.content:
+                    yield AnswerDelta(text=message.content)
+                continue
+            for update in chunk.values():
+                for message in (update or {}).get("messages", []):
+                    if isinstance(message, AIMessage):
+                        final = message
+                        for call in message.tool_calls:
+                            yield AgentStep(tool=call["name"], args=call["args"])
+                    elif isinstance(message, ToolMessage):
+                        yield StepResult.of(str(message.name), message.content)
+        text = "" if final is None else final.content if isinstance(final.content, str) else str(final.content)
         paths = list(self.tools.seen_paths)
-        return Answer(text=cite_sources(text, paths), paths=paths, sql=self.tools.sql_queries[queries_before:])
+        yield Answer(text=cite_sources(text, paths), paths=paths, sql=self.tools.sql_queries[queries_before:])
 
     @property
     def last_sql(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     except ImageLoadError as exc:  # unreadable: retried on the next run, it may be fixed by then
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
     await ctx.claim(str(path), file.sha256)  # a copy of this file in flight finishes first
-    if not ctx.force and await asyncio.to_thread(ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key):
+    done = partial(ctx.store.is_done, redo_reviewed=ctx.discard_reviews)
+    if not ctx.force and await asyncio.to_thread(done, file.sha256, ctx.schema, ctx.producer_key):
         await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256, ctx.run_id)
         return {"file": file, "status": "skipped"}
     try:
@@ -325,6 +327,8 @@ def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:
         raw_answer=state.get("raw_answer"),
         llm_calls=state.get("llm_calls", []),
         run_id=ctx.run_id,
+        label=_evidence(state).top_label,
+        discard_reviews=ctx.discard_reviews,
     )
 
 

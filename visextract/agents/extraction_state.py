@@ -75,6 +75,7 @@ class ExtractionContext:
     settings: Settings
     run_id: int
     force: bool = False
+    discard_reviews: bool = False  # re-runs drop the human-reviewed values instead of keeping them
     writer: ThreadPoolExecutor | None = None  # one thread: database writes stay ordered, off the event loop
     llm: LlmSettings | None = None
     embedder: Batcher[str, bytes] | None = None  # search text -> float32 vector bytes; None: no search index

@@ -74,6 +74,7 @@ class RunPlan:
     max_reasks: int = 2
     image_detail: str = "auto"
     force: bool = False
+    discard_reviews: bool = False
     run_id: int = 0
 
     @property
@@ -153,6 +154,7 @@ class RunPlan:
             settings=settings,
             run_id=self.run_id,
             force=self.force,
+            discard_reviews=self.discard_reviews,
             writer=ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer"),
             embedder=(
                 Batcher("embed", embed_for_search, batch_size=32, warm_up=lambda: embed_for_search(["warm up"]))

@@ -56,6 +56,17 @@ class ToolEvidence:
     def captions(self) -> list[Caption]:
         return [r for r in self.of("captioner") if isinstance(r, Caption)]
 
+    @property
+    def top_label(self) -> str | None:
+        """What the image is filed under in the gallery: the classifier's best label, else zero-shot's,
+        else the most confident detection's."""
+        return top_label_of(
+            {
+                tool: [r.model_dump() for r in self.of(tool)]
+                for tool in ("classifier", "zeroshot", "detector", "openvocab")
+            }
+        )
+
     def ref(self, tool: str, index: int) -> EvidenceRef:
         """An evidence reference to result `index` of `tool`."""
         result = self.results[tool][index]
@@ -83,6 +94,17 @@ class ToolEvidence:
             text = "\n".join(_escape_block(line.text) for line in self.ocr_lines)
             lines.append(f'<image_text source="ocr">\n{text}\n</image_text>' if text else "ocr: (no text found)")
         return "\n".join(lines)
+
+
+def top_label_of(results: Mapping[str, Sequence[Mapping[str, object]]]) -> str | None:
+    """The top label among stored tool results ({tool: [result dicts]}); see `ToolEvidence.top_label`."""
+    for tool in ("classifier", "zeroshot"):
+        if results.get(tool):
+            return str(results[tool][0]["label"])
+    detections = [r for tool in ("detector", "openvocab") for r in results.get(tool, ())]
+    if detections:
+        return str(max(detections, key=lambda r: float(r.get("score", 0)))["label"])  # type: ignore[arg-type]
+    return None
 
 
 def _one_line(text: str) -> str:

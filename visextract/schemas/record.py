@@ -63,6 +63,15 @@ class LlmUsage(BaseModel):
     cost_usd: float | None = None
 
 
+class Review(BaseModel):
+    """Who reviewed a record and when; `fields` were edited, `accepted` were judged right as they were."""
+
+    by: str
+    at: str = Field(description="ISO-8601 time")
+    fields: list[str]
+    accepted: list[str] = Field(default_factory=list)
+
+
 class Record(BaseModel, Generic[DataT]):
     """One image's current record for one schema. `data` is an instance of the schema's model."""
 
@@ -80,3 +89,5 @@ class Record(BaseModel, Generic[DataT]):
     tools: dict[str, list[SerializeAsAny[ToolResult]]]
     llm: LlmUsage | None
     created_at: datetime
+    version: int = Field(1, description="1 for the first record of this image and schema, +1 for each new one")
+    review: Review | None = None

@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy import Text, cast
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
 from visextract.store.store import Store, listed
 from visextract.store.tables import ImageRow, RecordRow, RecordSchemaRow, ToolResultRow
 
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+EXPORT_FORMATS = ("jsonl", "csv", "parquet", "gold")
 _BATCH = 500
 
 
@@ -141,7 +142,10 @@ def write_export(
     store.check_schema_name(schema_name)
     if output is not None:
         _check_writable(Path(output))
-    records = export_dicts(store, schema_name, all_versions, include_missing=include_missing)
+    if fmt == "gold":
+        records = gold_lines(store, schema_name, all_versions, include_missing)
+    else:
+        records = export_dicts(store, schema_name, all_versions, include_missing=include_missing)
     if fmt == "parquet":
         if output is None:
             raise UsageError("parquet export needs -o FILE")
@@ -152,6 +156,39 @@ def write_export(
         return _write_text(fmt, records, stdout, _data_fields(store, schema_name))
     with open(output, "w", encoding="utf-8", newline="") as handle:
         return _write_text(fmt, records, handle, _data_fields(store, schema_name))
+
+
+def gold_lines(
+    store: Store, schema_name: str | None = None, all_versions: bool = False, include_missing: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The records a person reviewed, as gold lines for `visextract eval`: `{"path", "sha256", "data"}`.
+
+    A reviewed record's fields were all checked by its reviewer (edited, or accepted as they were), so its
+    whole `data` is gold. A gold file is for one schema: `schema_name` may be left out only when the
+    database has one.
+    """
+    if all_versions:
+        raise UsageError("--format gold writes the current reviewed records: leave out --all-versions")
+    if schema_name is None:
+        names = store.schema_names()
+        if len(names) > 1:
+            raise UsageError(f"a gold file holds one schema's records: pass --schema ({', '.join(names)})")
+    review = col(RecordRow.review)
+    statement = (
+        select(RecordRow.path, ImageRow.sha256, RecordRow.data)
+        .join(ImageRow, col(ImageRow.id) == col(RecordRow.image_id), isouter=True)
+        .where(*listed(include_missing), review.isnot(None), cast(review, Text) != "null")  # JSON null too
+        .order_by(col(RecordRow.path))
+    )
+    if schema_name:
+        statement = statement.where(RecordRow.schema_name == schema_name)
+
+    def lines() -> Iterator[dict[str, Any]]:  # the checks above run at the call, before any output
+        with store.read() as session:
+            for path, sha256, data in session.exec(statement.execution_options(yield_per=_BATCH)):
+                yield {"path": path, "sha256": sha256, "data": data or {}}
+
+    return lines()
 
 
 def check_export_format(fmt: str) -> None:
@@ -170,7 +207,7 @@ def _check_writable(output: Path) -> None:
 
 def _write_text(fmt: str, records: Iterator[dict[str, Any]], handle: IO[str], fields: list[str]) -> int:
     count = 0
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "gold"):
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             count += 1

@@ -7,9 +7,10 @@ To change the tables, edit `tables.py` and append a function here that upgrades 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, bindparam, inspect, text
 from sqlmodel import SQLModel
 
 from visextract.store import tables  # registers the tables on SQLModel.metadata
@@ -56,6 +57,31 @@ def _add_presence_versions_reviews_heartbeats(connection: Connection) -> None:
     reconcile_records(connection)
 
 
+def _add_record_labels(connection: Connection) -> None:
+    """Records remember their tools' top label, and the gallery's filters and facets get indexes."""
+    from visextract.schemas.evidence import top_label_of
+
+    _add_columns(connection, "record", {"label": "VARCHAR"})
+    for index in tables.GALLERY_INDEXES:
+        index.create(connection, checkfirst=True)
+    results: dict[tuple[int, str, str], list] = {}
+    for image_id, tool, key, items in connection.execute(
+        text("SELECT image_id, tool, cache_key, results FROM tool_result WHERE tool IN :tools").bindparams(
+            bindparam("tools", expanding=True)
+        ),
+        {"tools": ["classifier", "zeroshot", "detector", "openvocab"]},
+    ):
+        results[(image_id, tool, key)] = json.loads(items) if isinstance(items, str) else items
+    for record_id, image_id, used in connection.execute(text("SELECT id, image_id, tools FROM record")):
+        used = json.loads(used) if isinstance(used, str) else used
+        found = {tool: results.get((image_id, tool, key), []) for tool, key in (used or {}).items()}
+        label = top_label_of(found)
+        if label is not None:
+            connection.execute(
+                text("UPDATE record SET label = :label WHERE id = :id"), {"label": label, "id": record_id}
+            )
+
+
 def _add_columns(connection: Connection, table: str, columns: dict[str, str]) -> None:
     existing = {column["name"] for column in inspect(connection).get_columns(table)}
     for name, sql_type in columns.items():
@@ -74,7 +100,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("add record embeddings", _add_record_embeddings),
     ("add image_path.sha256", _add_image_path_sha256),
     ("add path presence, record versions and reviews, run heartbeats", _add_presence_versions_reviews_heartbeats),
-    ("add indexes for search and status", _add_search_indexes),
+    ("add record.label and the gallery's indexes", _add_record_labels),
+    ("add indexes for search", _add_search_indexes),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, inspect, or_, text, update
+from sqlalchemy import Engine, and_, func, inspect, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlmodel import Session, col, select
@@ -66,6 +66,9 @@ class RecordDraft:
     raw_answer: str | None = None
     llm_calls: list[dict[str, Any]] = field(default_factory=list)  # LlmCallRow fields, in call order
     run_id: int | None = None
+    label: str | None = None  # the tools' top label (gallery facet)
+    review: dict[str, Any] | None = None  # set by the save path when it keeps reviewed values
+    discard_reviews: bool = False  # True: do not keep the human-reviewed values of the record it replaces
 
     def subject_key(self) -> str:
         return self.subject or (self.image.sha256 if self.image else path_subject(self.path))
@@ -86,6 +89,9 @@ class SaveResult:
 
 
 SCHEMA_LOCK_ID = 0x76697379  # PostgreSQL advisory lock around schema registration
+# Schemas by (name, version) as runs in this process registered them, so checks on stored records use the real
+# model (with its validators) rather than one rebuilt from JSON Schema. A version is a hash of the JSON Schema.
+_SCHEMAS: dict[tuple[str, str], RecordSchema] = {}
 
 
 def tools_key(tools: dict[str, str]) -> str:
@@ -178,6 +184,7 @@ class Store:
 
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
         """Remember this schema version and (re)create its typed view (runs starting at once queue up)."""
+        _SCHEMAS[(schema.name, schema.version)] = schema
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
         self._insert_ignore(
@@ -248,15 +255,16 @@ class Store:
                 )
             ).first()
 
-    def is_done(self, subject: str, schema: RecordSchema, producer_key: str) -> bool:
+    def is_done(self, subject: str, schema: RecordSchema, producer_key: str, redo_reviewed: bool = False) -> bool:
         """Whether the current record was made with this schema version and the same tools/LLM
-        (`producer_key`), and is final."""
+        (`producer_key`), and is final. `redo_reviewed`: a reviewed record is not done (discard reviews)."""
         record = self.current_record(subject, schema.name)
         return (
             record is not None
             and record.complete
             and record.schema_version == schema.version
             and record.tools_key == producer_key
+            and not (redo_reviewed and record.review)
         )
 
     def cached_tool_results(self, sha256: str, tools: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -312,6 +320,7 @@ class Store:
             subject = draft.subject_key()
             same_subject = (col(RecordRow.subject) == subject, col(RecordRow.schema_name) == draft.schema_name)
             current = session.exec(select(RecordRow).where(*same_subject, col(RecordRow.is_current))).first()
+            self._keep_reviewed_values(session, draft, current, same_subject)
             becomes_current = current is None or not _keeps_over(current, draft)
             if becomes_current and current is not None:
                 session.execute(
@@ -336,6 +345,8 @@ class Store:
                 run_id=draft.run_id,
                 is_current=becomes_current,
                 version=(last_version or 0) + 1,
+                label=draft.label,
+                review=draft.review,
             )
             session.add(record)
             session.flush()
@@ -344,6 +355,69 @@ class Store:
             session.commit()
             assert record.id is not None
             return SaveResult(record.id, becomes_current)
+
+    def review(
+        self,
+        path_or_sha: str,
+        data: dict[str, Any] | None = None,
+        *,
+        accept: bool = False,
+        by: str | None = None,
+        schema: str | None = None,
+        version: int | None = None,
+        model_schema: RecordSchema | None = None,
+    ) -> RecordRow:
+        """A person's review of an image's current record, written as its new version in one transaction.
+
+        `data` holds edited values (the rest are accepted as they are); `accept=True` without `data` accepts
+        the record as it is. `version` is the version the reviewer saw: a later one raises
+        ReviewConflictError. Values that do not validate raise ReviewRefusedError. See `store.review`.
+        """
+        from visextract.store.review import reindex_reviewed, review_in_session
+
+        for attempt in range(3):
+            try:
+                with self.write() as session:
+                    row, previous_id = review_in_session(
+                        self, session, path_or_sha, data, accept, by, schema, version, model_schema
+                    )
+                    session.commit()
+                break
+            except IntegrityError:  # a concurrent writer made a new version first: review on top of it
+                if attempt == 2:
+                    raise
+        reindex_reviewed(self, previous_id, row)  # after the commit: the review is durable first
+        return row
+
+    def schema_model(self, name: str, version: str) -> RecordSchema:
+        """The schema a record version was made with: the one a run registered in this process (its real
+        Pydantic model, validators and all), else rebuilt from the stored JSON Schema."""
+        known = _SCHEMAS.get((name, version))
+        if known is None:
+            with self.read() as session:
+                row = session.get(RecordSchemaRow, (name, version))
+            if row is None:
+                raise StoreError(f"schema {name!r} version {version} is not in {self.safe_url}")
+            known = _SCHEMAS.setdefault((name, version), stored_schema(row))
+        return known
+
+    def _keep_reviewed_values(
+        self, session: Session, draft: RecordDraft, current: RecordRow | None, same_subject: tuple[Any, ...]
+    ) -> None:
+        """Human values are never lost: the draft keeps the reviewed values of the record it follows (the
+        current one, else the latest version), unless the run discards reviews. See `store.review`."""
+        from visextract.store.review import carry_reviewed_fields
+
+        if draft.discard_reviews or draft.data is None:
+            return
+        previous = (
+            current
+            or session.exec(
+                select(RecordRow).where(*same_subject).order_by(col(RecordRow.version).desc()).limit(1)
+            ).first()
+        )
+        if previous is not None and previous.review:
+            carry_reviewed_fields(draft, previous, self.schema_model(draft.schema_name, draft.schema_version).model)
 
     def save_embedding(self, record_id: int, model: str, segments: list[str], vector: bytes) -> None:
         """Store a record's search text and its embedding (replacing any earlier one; a search may embed
@@ -471,7 +545,8 @@ class Store:
             subjects = [sha or path_subject(path) for path, sha in held]
             conditions = [col(RecordRow.subject).in_(subjects)] if subjects else []
             if not held and len(path_or_sha) >= 6 and all(c in "0123456789abcdef" for c in path_or_sha.lower()):
-                conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower(), autoescape=True))
+                prefix = path_or_sha.lower()  # hex digits sort below "g": an index range, not a LIKE scan
+                conditions.append(and_(col(RecordRow.subject) >= prefix, col(RecordRow.subject) < prefix + "g"))
             if not conditions:
                 return []
             statement = select(RecordRow).where(col(RecordRow.is_current), or_(*conditions))

@@ -86,8 +86,19 @@ class ToolResultRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now)
 
 
-# For search and SQL at a million records: the ids the search index holds, the few current records whose
-# paths are all missing (`search --include-missing`), and status (counts and queues over all records).
+# The gallery's keyset pages (newest first, one filter at a time) and its facet counts (a covering index).
+# is_current never leads: other queries (by subject, by path) must not be drawn to these indexes. The
+# unfiltered page walks the primary key backwards.
+GALLERY_INDEXES = (
+    Index("record_page_by_status", "status", "is_current", "missing", "id"),
+    Index("record_page_by_schema", "schema_name", "is_current", "missing", "id"),
+    Index("record_page_by_label", "label", "is_current", "missing", "id"),
+    Index("record_facets", "schema_name", "status", "label", "is_current", "missing"),
+)
+
+
+# For search at a million records: the ids the search index holds, and the few current records whose
+# paths are all missing (`search --include-missing`). (Counts and queues by status use record_page_by_status.)
 SEARCH_INDEXES = (
     Index(
         "record_searchable",
@@ -101,7 +112,6 @@ SEARCH_INDEXES = (
         sqlite_where=text("is_current AND missing"),
         postgresql_where=text("is_current AND missing"),
     ),
-    Index("record_status", "status"),
 )
 
 
@@ -118,6 +128,7 @@ class RecordRow(SQLModel, table=True):
         ),
         Index("record_by_status", "schema_name", "is_current", "status"),
         Index("record_by_subject", "subject", "schema_name"),
+        *GALLERY_INDEXES,
         *SEARCH_INDEXES,
     )
 
@@ -144,6 +155,7 @@ class RecordRow(SQLModel, table=True):
         default=None, sa_column=Column(JsonColumn), description='{"by", "at", "fields"} when a person reviewed it'
     )
     missing: bool = Field(default=False, description="every path that held this content is gone")
+    label: str | None = Field(default=None, description="its tools' top label, for the gallery's label facet")
 
 
 class RecordSchemaRow(SQLModel, table=True):

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from visextract.schemas.base import RecordSchema
-from visextract.schemas.record import FieldProvenance, LlmUsage, Record, RecordStatus
+from visextract.schemas.record import FieldProvenance, LlmUsage, Record, RecordStatus, Review
 from visextract.store.export import export_dicts
 from visextract.store.store import Store
 from visextract.tools.registry import result_type_of
@@ -47,4 +47,6 @@ def typed_record(item: dict[str, Any], schema: RecordSchema) -> Record[Any]:
         },
         llm=LlmUsage.model_validate(item["llm"]) if item["llm"] else None,
         created_at=item["created_at"],
+        version=item.get("version", 1),
+        review=Review.model_validate(item["review"]) if item.get("review") else None,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("VISEXTRACT_DB", None)
+# search indexes of test databases on PostgreSQL would otherwise go to ~/.cache/visextract
+os.environ["VISEXTRACT_INDEX_DIR"] = tempfile.mkdtemp(prefix="visextract-test-indexes-")
 
 from PIL import Image
 from typer.testing import CliRunner
 
 from visextract.cli import app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_index_folder() -> Iterator[None]:
+    """Remove the tests' search indexes at the end."""
+    yield
+    shutil.rmtree(os.environ["VISEXTRACT_INDEX_DIR"], ignore_errors=True)
 
 
 def save_sample(name: str, path: Path) -> Path:

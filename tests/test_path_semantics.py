@@ -13,7 +13,7 @@ from sqlalchemy import text
 import visextract as vx
 from visextract.store import Store
 from visextract.store.migrations import MIGRATIONS, current_version
-from visextract.store.tables import GALLERY_INDEXES
+from visextract.store.tables import GALLERY_INDEXES, SEARCH_INDEXES
 
 TOOLS = "classifier,colors"
 
@@ -173,8 +173,21 @@ def test_a_database_with_records_made_by_the_oldest_layout_is_upgraded_in_place(
         connection.execute(text("DROP VIEW scene"))  # version 1's view; the upgrade recreates it
         connection.execute(text("DROP TABLE record_embedding"))
         connection.execute(text("DROP TABLE llm_call"))
+        field_indexes = [  # the typed views' field indexes came later too
+            row[0]
+            for row in connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'vx!_%' ESCAPE '!'")
+                if connection.dialect.name == "postgresql"
+                else text("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'vx!_%' ESCAPE '!'")
+            )
+        ]
         labels_before = dict(connection.execute(text("SELECT id, label FROM record")).all())
-        for index in ("ix_image_path_sha256", "record_by_subject", *(i.name for i in GALLERY_INDEXES)):
+        for index in (
+            "ix_image_path_sha256",
+            "record_by_subject",
+            *(i.name for i in GALLERY_INDEXES + SEARCH_INDEXES),
+            *field_indexes,
+        ):
             connection.execute(text(f"DROP INDEX {index}"))
         for table, column in [
             ("image_path", "sha256"), ("image_path", "missing_at"), ("image_path", "seen_run_id"),

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="how often a running run renews its heartbeat (a silent run shows as interrupted)"
     )
     search_index: bool = Field(True, description="embed each record's search text (MiniLM) while extracting")
+    index_dir: Path | None = Field(
+        None, description="where search keeps its vector index (default: next to a SQLite database, else ~/.cache)"
+    )
     artifacts_dir: Path | None = Field(
         None, description="where tools save files such as depth maps (default: next to a SQLite database)"
     )

@@ -95,6 +95,11 @@ def _add_columns(connection: Connection, table: str, columns: dict[str, str]) ->
             connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
 
+def _add_search_indexes(connection: Connection) -> None:
+    for index in tables.SEARCH_INDEXES:
+        index.create(connection, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("create tables", _create_tables),
     ("add llm_call log", _add_llm_call_log),
@@ -103,6 +108,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("add path presence, record versions and reviews, run heartbeats", _add_presence_versions_reviews_heartbeats),
     ("add record.label and the gallery's indexes", _add_record_labels),
     ("store JSON null as SQL NULL", _json_null_as_sql_null),
+    ("add indexes for search", _add_search_indexes),
 ]
 
 _PG_LOCK_ID = 0x76697378  # "visx"

@@ -1,25 +1,28 @@
-"""Semantic search over records: MiniLM embeddings stored at extraction time, cosine similarity here.
+"""Semantic search over records: MiniLM embeddings stored at extraction time, found through a vector index.
 
     hits = search_records(store, "a small rodent in a tree", k=5)
     hits[0].path, hits[0].score, hits[0].snippet
 
-The current records' vectors are loaded once per process and reused until the records change.
+The query is embedded (numpy MiniLM, no torch), the index (`visextract.store.search_index`, caught up
+with the database first) proposes candidates, and the database has the last word: only records that are
+still listed (current, not missing) count, their path and status come from the database, and they are
+ranked by the exact cosine similarity of their stored float32 embeddings. Stale candidates are dropped
+from the index; when too few candidates survive, more are asked for.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import threading
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlalchemy import bindparam, text
 
-from visextract.store.store import Store, listed
-from visextract.store.tables import ImageRow, RecordEmbeddingRow, RecordRow
+from visextract.store.search_index import SEARCHABLE, embed_records, search_index
+from visextract.store.store import Store
 
 _STOPWORDS = frozenset(
     [
@@ -65,96 +68,88 @@ class SearchHit(BaseModel):
     status: str
 
 
-@dataclass
-class _Matrix:
-    key: tuple[Any, ...]
-    vectors: np.ndarray  # (n, 384) float32
-    rows: list[tuple[int, str, str | None, str, str, list[str]]]  # id, path, sha, schema, status, segments
-
-
-_cache: dict[tuple[str, str | None, bool], _Matrix] = {}
-_cache_lock = threading.Lock()
+OVERFETCH = 4  # candidates asked of the index per result wanted (at least MIN_CANDIDATES)
+MIN_CANDIDATES = 40
+_CURRENT_ROWS = text(
+    "SELECT r.id, r.path, i.sha256, r.schema_name, r.status, r.missing, e.segments, e.vector FROM record r "
+    "JOIN record_embedding e ON e.record_id = r.id LEFT JOIN image i ON i.id = r.image_id "
+    "WHERE r.id IN :ids AND r.is_current"
+).bindparams(bindparam("ids", expanding=True))
+_MISSING_VECTORS = text(
+    "SELECT r.id, e.vector FROM record r JOIN record_embedding e ON e.record_id = r.id "
+    "WHERE r.is_current AND r.missing AND r.status != 'failed'"
+)
 
 
 def search_records(
-    store: Store, query: str, k: int = 10, schema_name: str | None = None, include_missing: bool = False
+    store: Store,
+    query: str,
+    k: int = 10,
+    schema_name: str | None = None,
+    include_missing: bool = False,
+    index_dir: Path | None = None,
 ) -> list[SearchHit]:
     """The `k` listed records most similar to `query`, best first (`include_missing`: also those whose
-    every path is missing)."""
+    every path is missing; `index_dir`: where the index lives, default VISEXTRACT_INDEX_DIR)."""
     from visextract.local_models.embedder import embed_texts
 
     if not query.strip():
         return []
-    matrix = _matrix(store, schema_name, include_missing)
-    if not matrix.rows:
-        return []
+    index = search_index(store, index_dir)
+    snapshot = index.current()
     query_vector = embed_texts([query])[0]
-    scores = matrix.vectors @ query_vector
-    k = min(max(1, k), len(scores))
-    best = np.argpartition(-scores, k - 1)[:k]
-    top = best[np.argsort(-scores[best])]
-    hits = []
-    for i in top:
-        record_id, path, sha, schema, status, segments = matrix.rows[int(i)]
-        hits.append(
-            SearchHit(
-                path=path,
-                sha256=sha,
-                score=round(float(scores[i]), 4),
-                snippet=best_segment(query, segments),
-                schema_name=schema,
-                record_id=record_id,
-                status=status,
-            )
-        )
-    return hits
+    k = max(1, k)
+    count = max(OVERFETCH * k, MIN_CANDIDATES)
+    while True:
+        keys, _ = snapshot.nearest(query_vector, count)
+        candidates = keys.tolist()
+        if include_missing:  # the index holds listed records only; missing ones are few and ranked here
+            candidates += _nearest_missing(store, query_vector, count)
+        rows = _current_rows(store, candidates)
+        stale = {key for key in keys.tolist() if key not in rows or rows[key].missing}
+        if stale:
+            snapshot = index.forget(stale)
+        scored = [
+            (-float(np.frombuffer(row.vector, np.float32) @ query_vector), row.id, row)
+            for row in rows.values()
+            if (include_missing or not row.missing) and (schema_name is None or row.schema_name == schema_name)
+        ]
+        if len(scored) >= k or count >= snapshot.entries:  # enough, or the index has nothing more
+            break
+        count *= OVERFETCH
+    return [_hit(row, -negative, query) for negative, _, row in sorted(scored, key=lambda s: s[:2])[:k]]
 
 
-def _change_key(store: Store) -> tuple[Any, ...]:
-    """Changes whenever a record or an embedding is added (both ids only grow): two index lookups."""
-    with store.read() as session:
-        return (
-            session.exec(select(func.max(RecordRow.id))).one(),
-            session.exec(select(func.max(RecordEmbeddingRow.record_id))).one(),
-        )
+def _current_rows(store: Store, record_ids: list[int]) -> dict[int, Any]:
+    """{record id: row} for the current ones of these records, with what a hit shows and their vector."""
+    if not record_ids:
+        return {}
+    with store.engine.connect() as connection:
+        return {row.id: row for row in connection.execute(_CURRENT_ROWS, {"ids": record_ids})}
 
 
-def _matrix(store: Store, schema_name: str | None, include_missing: bool) -> _Matrix:
-    """The listed records' vectors, from cache unless records were added or replaced since."""
-    key = _change_key(store)
-    cache_key = (store.url, schema_name, include_missing)
-    with _cache_lock:
-        cached = _cache.get(cache_key)
-        if cached is not None and cached.key == key:
-            return cached
-    if index_missing_records(store):  # records made by an older visextract: embed them once
-        key = _change_key(store)
-    statement = (
-        select(
-            RecordEmbeddingRow.record_id,
-            RecordEmbeddingRow.vector,
-            RecordEmbeddingRow.segments,
-            RecordRow.path,
-            ImageRow.sha256,
-            RecordRow.schema_name,
-            RecordRow.status,
-        )
-        .join(RecordRow, col(RecordRow.id) == col(RecordEmbeddingRow.record_id))
-        .join(ImageRow, col(ImageRow.id) == col(RecordRow.image_id), isouter=True)
-        .where(*listed(include_missing))
+def _nearest_missing(store: Store, query_vector: np.ndarray, count: int) -> list[int]:
+    """The `count` current records whose every path is missing that are most similar, exactly."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(_MISSING_VECTORS).all()
+    if not rows:
+        return []
+    vectors = np.frombuffer(b"".join(vector for _, vector in rows), np.float32).reshape(len(rows), -1)
+    best = np.argsort(-(vectors @ query_vector))[:count]
+    return [rows[i][0] for i in best]
+
+
+def _hit(row: Any, score: float, query: str) -> SearchHit:
+    segments = json.loads(row.segments) if isinstance(row.segments, str) else row.segments  # SQLite: JSON text
+    return SearchHit(
+        path=row.path,
+        sha256=row.sha256,
+        score=round(score, 4),
+        snippet=best_segment(query, segments),
+        schema_name=row.schema_name,
+        record_id=row.id,
+        status=row.status,
     )
-    if schema_name:
-        statement = statement.where(RecordRow.schema_name == schema_name)
-    vectors = []
-    rows = []
-    with store.read() as session:
-        for record_id, vector, segments, path, sha, schema, status in session.exec(statement):
-            vectors.append(np.frombuffer(vector, dtype=np.float32))
-            rows.append((record_id, path, sha, schema, status, segments))
-    matrix = _Matrix(key, np.vstack(vectors) if vectors else np.zeros((0, 384), np.float32), rows)
-    with _cache_lock:
-        _cache[cache_key] = matrix
-    return matrix
 
 
 def best_segment(query: str, segments: list[str], width: int = 160) -> str:
@@ -171,35 +166,12 @@ def _words(text: str) -> set[str]:
 
 
 def index_missing_records(store: Store) -> int:
-    """Embed current records that have no embedding yet (made by an older visextract); returns how many."""
-    from visextract.local_models.embedder import EMBEDDING_MODEL, embed_texts
-    from visextract.schemas.evidence import ToolEvidence
-    from visextract.schemas.search_text import search_segments
-    from visextract.store.export import export_dicts
-    from visextract.tools.registry import TOOL_SPECS
-
-    with store.read() as session:
-        missing = set(
-            session.exec(
-                select(RecordRow.id)
-                .join(RecordEmbeddingRow, col(RecordEmbeddingRow.record_id) == col(RecordRow.id), isouter=True)
-                .where(
-                    col(RecordRow.is_current), col(RecordEmbeddingRow.record_id).is_(None), RecordRow.status != "failed"
-                )
-            ).all()
-        )
-    if not missing:
-        return 0
-    todo = []
-    for item in export_dicts(store, with_ids=True):
-        if item["record_id"] in missing:
-            tools = {
-                name: [TOOL_SPECS[name].result_type.model_validate(r) for r in results]
-                for name, results in item["tools"].items()
-                if name in TOOL_SPECS
-            }
-            todo.append((item["record_id"], search_segments(item["data"], ToolEvidence(tools))))
-    vectors = embed_texts(["\n".join(segments) for _, segments in todo])
-    for (record_id, segments), vector in zip(todo, vectors, strict=True):
-        store.save_embedding(record_id, EMBEDDING_MODEL, segments, vector.tobytes())
-    return len(todo)
+    """Embed listed records that have no embedding yet (made by an older visextract); returns how many.
+    Searches do this on their own for the records they read; this does every record at once."""
+    sql = text(
+        "SELECT r.id FROM record r LEFT JOIN record_embedding e ON e.record_id = r.id "
+        f"WHERE {SEARCHABLE} AND e.record_id IS NULL"
+    )
+    with store.engine.connect() as connection:
+        missing = [row[0] for row in connection.execute(sql)]
+    return len(embed_records(store, missing)[0]) if missing else 0

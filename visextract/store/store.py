@@ -441,13 +441,17 @@ class Store:
             carry_reviewed_fields(draft, previous, self.schema_model(draft.schema_name, draft.schema_version).model)
 
     def save_embedding(self, record_id: int, model: str, segments: list[str], vector: bytes) -> None:
-        """Store a record's search text and its embedding (replacing any earlier one)."""
+        """Store a record's search text and its embedding (replacing any earlier one; a search may embed
+        a record at the same time as the run that made it)."""
+        values = {"record_id": record_id, "model": model, "segments": segments, "vector": vector}
         with self.write() as session:
-            row = session.get(RecordEmbeddingRow, record_id) or RecordEmbeddingRow(
-                record_id=record_id, model=model, vector=vector
+            session.execute(
+                self._insert_statement(RecordEmbeddingRow)
+                .values(values)
+                .on_conflict_do_update(
+                    index_elements=["record_id"], set_={k: v for k, v in values.items() if k != "record_id"}
+                )
             )
-            row.model, row.segments, row.vector = model, segments, vector
-            session.add(row)
             session.commit()
 
     def remember_path(self, path: str, sha256: str | None, run_id: int | None = None) -> None:

@@ -98,6 +98,24 @@ GALLERY_INDEXES = (
 )
 
 
+# For search at a million records: the ids the search index holds, and the few current records whose
+# paths are all missing (`search --include-missing`). (Counts and queues by status use record_page_by_status.)
+SEARCH_INDEXES = (
+    Index(
+        "record_searchable",
+        "id",
+        sqlite_where=text("is_current AND NOT missing AND status != 'failed'"),
+        postgresql_where=text("is_current AND NOT missing AND status != 'failed'"),
+    ),
+    Index(
+        "record_missing",
+        "id",
+        sqlite_where=text("is_current AND missing"),
+        postgresql_where=text("is_current AND missing"),
+    ),
+)
+
+
 class RecordRow(SQLModel, table=True):
     __tablename__ = "record"
     __table_args__ = (
@@ -112,6 +130,7 @@ class RecordRow(SQLModel, table=True):
         Index("record_by_status", "schema_name", "is_current", "status"),
         Index("record_by_subject", "subject", "schema_name"),
         *GALLERY_INDEXES,
+        *SEARCH_INDEXES,
     )
 
     id: int | None = Field(default=None, primary_key=True)

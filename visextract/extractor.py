@@ -120,6 +120,8 @@ class Extractor:
             device=self.settings.device,
             batch_size=self.settings.batch_size,
             threads=self.settings.threads,
+            faces_max_side=self.settings.faces_max_side,
+            ocr_detector_side=self.settings.ocr_detector_side,
             detector_threshold=detector_threshold,
             labels=tuple(labels or ()),
             question=question,
@@ -224,6 +226,7 @@ class Extractor:
         from visextract.agents.extraction_run import run_images
         from visextract.agents.extraction_state import ExtractionContext, LlmSettings
         from visextract.agents.llm.gate import LlmGate
+        from visextract.local_models.compute import ComputeBudget
         from visextract.tools.batcher import Batcher, tool_batcher
 
         started = time.perf_counter()
@@ -234,10 +237,18 @@ class Extractor:
             {name: tool.cache_key for name, tool in tool_map.items()},
             {"files": len(files), "force": force, "llm": llm.model_name if llm else None},
         )
-        batchers = {name: tool_batcher(tool, self.settings.batch_size) for name, tool in tool_map.items()}
+        budget = ComputeBudget.for_this_machine(self.settings.threads)  # the cores, shared by every model
+        batchers = {name: tool_batcher(tool, self.settings.batch_size, budget) for name, tool in tool_map.items()}
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
         embedder = (
-            Batcher("embed", embed_for_search, batch_size=32, warm_up=lambda: embed_for_search(["warm up"]))
+            Batcher(
+                "embed",
+                embed_for_search,
+                batch_size=32,
+                warm_up=lambda: embed_for_search(["warm up"]),
+                budget=budget,
+                cores=budget.threads_per_batch,
+            )
             if self.settings.search_index
             else None
         )

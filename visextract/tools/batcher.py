@@ -1,22 +1,30 @@
-"""Dynamic batching: concurrent per-image graph runs submit items; one worker thread runs them in batches.
+"""Dynamic batching: concurrent per-image graph runs submit items; worker threads run them in batches.
 
-A batch is whatever is waiting when the worker is free, up to `batch_size`, waiting at most
+A batch is whatever is waiting when a worker is free, up to `batch_size`, waiting at most
 `max_wait_s` for stragglers. If a batch fails, its items are retried one at a time so one bad image
 cannot fail its neighbours. Used for every tool, and for the search-text embedder.
+
+On the CPU every batch holds cores of the run's `ComputeBudget` while it runs and runs with that many
+intra-op threads; a tool that may run batches side by side gets one worker per share of the cores
+(see `local_models.compute`). On a GPU a tool has one worker, and batches across images.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from visextract.images import LoadedImage
+from visextract.local_models.compute import ComputeBudget
+from visextract.local_models.device import use_cpu_threads
 from visextract.schemas.results import ToolResult
 from visextract.tools.base import Tool
 
@@ -44,7 +52,12 @@ _WARM_UP = object()
 
 
 class Batcher(Generic[In, Out]):
-    """Runs `run_batch` over items submitted from any thread, in batches, on its own worker thread."""
+    """Runs `run_batch` over items submitted from any thread, in batches, on its own worker threads.
+
+    With a `budget`, each batch holds `cores` of its cores while it runs, and torch runs it with
+    `cores` intra-op threads; `workers` threads take batches from the queue side by side (use more than
+    one only when `run_batch` may run concurrently with itself).
+    """
 
     def __init__(
         self,
@@ -53,6 +66,10 @@ class Batcher(Generic[In, Out]):
         batch_size: int,
         max_wait_s: float = 0.02,
         warm_up: Callable[[], object] | None = None,
+        *,
+        workers: int = 1,
+        budget: ComputeBudget | None = None,
+        cores: int = 1,
     ) -> None:
         self.name = name
         self.run_batch = run_batch
@@ -60,11 +77,18 @@ class Batcher(Generic[In, Out]):
         self._warming = False
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
+        self.budget = budget
+        self.cores = cores
         self.seconds = 0.0  # compute time, for reports
         self.items = 0
+        self._counts = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name=f"batch-{name}", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"batch-{name}-{number}", daemon=True)
+            for number in range(max(1, workers))
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, item: In) -> Future[Batched[Out]]:
         request: _Request[In, Out] = _Request(item)
@@ -78,8 +102,11 @@ class Batcher(Generic[In, Out]):
             self._queue.put(_WARM_UP)
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._worker.join()
+        """Finish what was submitted, then stop the workers."""
+        for _ in self._workers:
+            self._queue.put(_STOP)
+        for worker in self._workers:
+            worker.join()
 
     def _work(self) -> None:
         while True:
@@ -96,8 +123,11 @@ class Batcher(Generic[In, Out]):
 
     def _collect(self, first: _Request[In, Out]) -> tuple[list[_Request[In, Out]], bool]:
         batch = [first]
+        limit = self.batch_size
+        if len(self._workers) > 1:  # take a fair share of what waits, leave the rest to the other workers
+            limit = min(limit, -(-(self._queue.qsize() + 1) // len(self._workers)))
         deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.batch_size:
+        while len(batch) < limit:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -120,28 +150,60 @@ class Batcher(Generic[In, Out]):
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
         if not live:
             return
-        started = time.perf_counter()
-        try:
-            outputs: Sequence[Out] | None = self.run_batch([r.item for r in live])
-        except Exception:
-            outputs = None
-        if outputs is not None:
-            share = round((time.perf_counter() - started) / len(live), 4)
-            for request, value in zip(live, outputs, strict=True):
-                request.future.set_result(Batched(value, share))
-        else:
-            for request in live:  # isolate the item that broke the batch
-                single_started = time.perf_counter()
-                try:
-                    value = self.run_batch([request.item])[0]
-                except Exception as exc:
-                    request.future.set_exception(exc)
-                else:
-                    request.future.set_result(Batched(value, round(time.perf_counter() - single_started, 4)))
-        self.seconds += time.perf_counter() - started
-        self.items += len(live)
+        with self._cores():
+            started = time.perf_counter()
+            try:
+                outputs: Sequence[Out] | None = self.run_batch([r.item for r in live])
+            except Exception:
+                outputs = None
+            if outputs is not None:
+                share = round((time.perf_counter() - started) / len(live), 4)
+                for request, value in zip(live, outputs, strict=True):
+                    request.future.set_result(Batched(value, share))
+            else:
+                for request in live:  # isolate the item that broke the batch
+                    single_started = time.perf_counter()
+                    try:
+                        value = self.run_batch([request.item])[0]
+                    except Exception as exc:
+                        request.future.set_exception(exc)
+                    else:
+                        request.future.set_result(Batched(value, round(time.perf_counter() - single_started, 4)))
+            elapsed = time.perf_counter() - started
+        with self._counts:
+            self.seconds += elapsed
+            self.items += len(live)
+
+    @contextmanager
+    def _cores(self) -> Iterator[None]:
+        """Hold this batch's cores of the budget, with torch (once a model has imported it) set to use them."""
+        if self.budget is None:
+            yield
+            return
+        with self.budget.hold(self.cores):
+            if "torch" in sys.modules:  # never import torch just for this: a colours-only run does not need it
+                use_cpu_threads(self.cores)
+            yield
 
 
-def tool_batcher(tool: Tool, batch_size: int) -> Batcher[LoadedImage, list[ToolResult]]:
-    """A batcher that runs `tool` over images (its model loads on `start_warm_up`, or with the first batch)."""
-    return Batcher(tool.name, tool.run, batch_size, warm_up=tool.load)
+def tool_batcher(
+    tool: Tool, batch_size: int, budget: ComputeBudget | None = None
+) -> Batcher[LoadedImage, list[ToolResult]]:
+    """A batcher that runs `tool` over images (its model loads on `start_warm_up`, or with the first batch).
+
+    With a `budget` and a model on the CPU, a thread-safe tool gets a worker per share of the cores and
+    runs each batch with `budget.threads_per_batch` threads; any other tool gets one worker whose batches
+    take every core while they run. Without a budget, or on a GPU: one worker, no cores held.
+    """
+    if budget is None or not tool.uses_cpu():
+        return Batcher(tool.name, tool.run, batch_size, warm_up=tool.load)
+    cores = budget.threads_per_batch if tool.thread_safe else budget.cores
+    return Batcher(
+        tool.name,
+        tool.run,
+        batch_size,
+        warm_up=tool.load,
+        workers=budget.workers_for(cores),
+        budget=budget,
+        cores=cores,
+    )

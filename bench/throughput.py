@@ -14,6 +14,10 @@ Three sides, each measured in its own fresh process with its models already load
 
 Prints each round's images/s and ratios, the median ratios, start-up time (a fresh process on one image),
 the re-run speed-up and peak RSS, then one JSON line with every figure.
+
+`--variant NAME:VAR=VALUE,...` adds a pipeline side run with those environment variables, to measure one
+change at a time: `--variant full:VISEXTRACT_FACES_MAX_SIDE=0,VISEXTRACT_OCR_DETECTOR_SIDE=0` (tools at
+full resolution), `--variant before:PYTHONPATH=/path/to/other/checkout` (another version of the code).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -132,10 +137,13 @@ def child(side: str, photos: Path, warm: Path, tools: list[str], work: Path) -> 
 # ---- the parent: rounds, ratios, the JSON line ------------------------------------------------------------
 
 
-def run_child(side: str, folder: Path, tools: list[str], work: Path) -> dict[str, float]:
+def run_child(
+    side: str, folder: Path, tools: list[str], work: Path, env: dict[str, str] | None = None
+) -> dict[str, float]:
     work.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", side, "--folder", str(folder), "--tools", ",".join(tools)]
-    out = subprocess.run([*command, "--work", str(work)], capture_output=True, text=True)
+    environment = {**os.environ, **(env or {})}
+    out = subprocess.run([*command, "--work", str(work)], capture_output=True, text=True, env=environment)
     if out.returncode != 0:
         raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -160,6 +168,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tools", default="classifier,faces,ocr,colors")
     parser.add_argument("--sides", default=",".join(SIDES), help="which sides to run (default: all three)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE,... an extra pipeline side")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -169,6 +178,7 @@ def main() -> None:
         child(args.child, args.folder / "photos", args.folder / "warm", tools, args.work)
         return
     sides = [side for side in SIDES if side in args.sides.split(",")]
+    variants = dict(parse_variant(text) for text in args.variant)
     with tempfile.TemporaryDirectory(prefix="vx-bench-") as tmp:
         folder = Path(tmp)
         make_photos(folder / "photos", args.images)
@@ -179,27 +189,29 @@ def main() -> None:
         rounds = []
         for number in range(1, args.rounds + 1):
             figures = {side: run_child(side, folder, tools, folder / f"r{number}-{side}") for side in sides}
-            rate = {side: args.images / figures[side]["seconds"] for side in sides}
-            row = {"round": number, **{f"{side}_ips": round(rate[side], 3) for side in sides}}
-            row |= ratios(rate)
+            for name, env in variants.items():
+                figures[name] = run_child("pipeline", folder, tools, folder / f"r{number}-{name}", env)
+            rate = {side: args.images / figures[side]["seconds"] for side in figures}
+            row = {"round": number, **{f"{side}_ips": round(rate[side], 3) for side in figures}}
+            row |= ratios(rate, list(variants))
             if "pipeline" in figures:
                 row["rerun_speedup"] = round(figures["pipeline"]["seconds"] / figures["pipeline"]["rerun_seconds"], 1)
             if "floor" in figures:
                 row["floor_ms_per_image"] = {k[:-3]: round(v) for k, v in figures["floor"].items() if k.endswith("_ms")}
-            row["peak_rss_mb"] = {side: figures[side]["peak_rss_mb"] for side in sides}
+            row["peak_rss_mb"] = {side: figures[side]["peak_rss_mb"] for side in figures}
             rounds.append(row)
             print(
                 f"round {number}: "
-                + "  ".join(f"{side} {rate[side]:5.2f} img/s" for side in sides)
+                + "  ".join(f"{side} {rate[side]:5.2f} img/s" for side in figures)
                 + "   "
-                + "  ".join(f"{k} {v:.2f}" for k, v in ratios(rate).items())
+                + "  ".join(f"{k} {v:.2f}" for k, v in ratios(rate, list(variants)).items())
                 + (f"   re-run {row['rerun_speedup']:.0f}x" if "rerun_speedup" in row else ""),
                 flush=True,
             )
         medians = {
             key: round(statistics.median(r[key] for r in rounds), 3)
             for key in rounds[0]
-            if key.endswith(("_ips", "_vs_naive", "_vs_floor", "speedup"))
+            if key.endswith(("_ips", "_vs_naive", "_vs_floor", "_vs_pipeline", "speedup"))
         }
         load = load_average()
         print("median: " + "  ".join(f"{k} {v:.2f}" for k, v in medians.items()))
@@ -231,9 +243,17 @@ def main() -> None:
         )
 
 
-def ratios(rate: dict[str, float]) -> dict[str, float]:
+def ratios(rate: dict[str, float], variants: Sequence[str] = ()) -> dict[str, float]:
     pairs = [("pipeline", "naive"), ("pipeline", "floor"), ("floor", "naive")]
+    pairs += [(variant, "naive") for variant in variants] + [("pipeline", variant) for variant in variants]
     return {f"{a}_vs_{b}": round(rate[a] / rate[b], 3) for a, b in pairs if a in rate and b in rate}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """ "full:VISEXTRACT_FACES_MAX_SIDE=0,VISEXTRACT_OCR_DETECTOR_SIDE=0" -> (name, environment)."""
+    name, _, assignments = text.partition(":")
+    env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+    return name, env
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -25,6 +25,10 @@ from visextract.schemas.record import Record
 from visextract.schemas.registry import load_schema
 from visextract.store import Store
 from visextract.tools.base import Tool, ToolOptions
+
+if TYPE_CHECKING:
+    from visextract.local_models.compute import ComputeBudget
+    from visextract.tools.batcher import Batcher
 
 log = logging.getLogger("visextract")
 
@@ -227,7 +231,7 @@ class Extractor:
         from visextract.agents.extraction_state import ExtractionContext, LlmSettings
         from visextract.agents.llm.gate import LlmGate
         from visextract.local_models.compute import ComputeBudget
-        from visextract.tools.batcher import Batcher, tool_batcher
+        from visextract.tools.batcher import tool_batcher
 
         started = time.perf_counter()
         store = self.store
@@ -240,18 +244,7 @@ class Extractor:
         budget = ComputeBudget.for_this_machine(self.settings.threads)  # the cores, shared by every model
         batchers = {name: tool_batcher(tool, self.settings.batch_size, budget) for name, tool in tool_map.items()}
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-        embedder = (
-            Batcher(
-                "embed",
-                embed_for_search,
-                batch_size=32,
-                warm_up=lambda: embed_for_search(["warm up"]),
-                budget=budget,
-                cores=budget.threads_per_batch,
-            )
-            if self.settings.search_index
-            else None
-        )
+        embedder = search_embedder(budget) if self.settings.search_index else None
         context = ExtractionContext(
             store=store,
             schema=self.schema,
@@ -371,8 +364,19 @@ def resolve_llm_choice(llm: str | VisionLlm | None) -> str | VisionLlm | None:
     return llm
 
 
-def embed_for_search(texts: Sequence[str]) -> list[bytes]:
-    """Search-text embeddings as float32 bytes, as stored in `record_embedding`."""
-    from visextract.local_models.embedder import embed_texts
+def search_embedder(budget: ComputeBudget) -> Batcher[str, bytes]:
+    """Search text -> float32 vector bytes (as stored in `record_embedding`), in batches, computed by
+    MiniLM in a child process (`EmbedderProcess`: its loading never holds up the run's event loop)."""
+    from visextract.local_models.embedder import EmbedderProcess
+    from visextract.tools.batcher import Batcher
 
-    return [vector.tobytes() for vector in embed_texts(texts)]
+    process = EmbedderProcess(threads=budget.threads_per_batch)
+    return Batcher(
+        "embed",
+        lambda texts: [vector.tobytes() for vector in process.embed(texts)],
+        batch_size=64,
+        warm_up=process.start,
+        budget=budget,
+        cores=budget.threads_per_batch,
+        on_close=process.close,
+    )

@@ -18,7 +18,6 @@ from visextract.agents.llm.gate import BudgetSpentError
 from visextract.agents.llm.image_input import encode_for_llm
 from visextract.agents.llm.pricing import cost_usd
 from visextract.images import ImageLoadError, decode_image, read_image_file
-from visextract.local_models.embedder import EMBEDDING_MODEL
 from visextract.schemas.cross_checks import conflicts, cross_check
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.json_schema import strict_json_schema
@@ -247,21 +246,13 @@ async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
     """Store what `state` holds as the image's current record (on the context's single writer thread),
-    then its search-text embedding. The record is durable first; an embedding lost to a crash is
-    made later by `store.search.index_missing_records`."""
+    then, in the background, its search-text embedding. The record is durable first; an embedding lost
+    to a crash is made later by `store.search.index_missing_records`."""
     draft = _draft(state, ctx)
     loop = asyncio.get_running_loop()
     record_id = await loop.run_in_executor(ctx.writer, ctx.store.save, draft)
     if ctx.embedder is not None and draft.status != "failed":
-        segments = search_segments(draft.data, _evidence(state))
-        try:
-            embedded = await asyncio.wrap_future(ctx.embedder.submit("\n".join(segments)))
-        except Exception as exc:  # search is a convenience: never lose a record over it
-            log.warning("could not embed %s for search: %s", draft.path, exc)
-        else:
-            await loop.run_in_executor(
-                ctx.writer, ctx.store.save_embedding, record_id, EMBEDDING_MODEL, segments, embedded.value
-            )
+        ctx.index_for_search(draft.path, record_id, search_segments(draft.data, _evidence(state)))
     return record_id
 
 

@@ -56,7 +56,7 @@ class Batcher(Generic[In, Out]):
 
     With a `budget`, each batch holds `cores` of its cores while it runs, and torch runs it with
     `cores` intra-op threads; `workers` threads take batches from the queue side by side (use more than
-    one only when `run_batch` may run concurrently with itself).
+    one only when `run_batch` may run concurrently with itself). `on_close` runs after the last batch.
     """
 
     def __init__(
@@ -70,8 +70,10 @@ class Batcher(Generic[In, Out]):
         workers: int = 1,
         budget: ComputeBudget | None = None,
         cores: int = 1,
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
+        self.on_close = on_close
         self.run_batch = run_batch
         self.warm_up = warm_up
         self._warming = False
@@ -107,6 +109,8 @@ class Batcher(Generic[In, Out]):
             self._queue.put(_STOP)
         for worker in self._workers:
             worker.join()
+        if self.on_close is not None:
+            self.on_close()
 
     def _work(self) -> None:
         while True:

@@ -92,6 +92,11 @@ class Batcher(Generic[In, Out]):
         for worker in self._workers:
             worker.start()
 
+    @property
+    def workers(self) -> int:
+        """How many batches this batcher can run at once."""
+        return len(self._workers)
+
     def submit(self, item: In) -> Future[Batched[Out]]:
         request: _Request[In, Out] = _Request(item)
         self._queue.put(request)

@@ -87,21 +87,50 @@ def test_torch_threads_are_set_per_thread():
     assert torch.get_num_threads() == before
 
 
+def loaded(batcher: Batcher) -> Batcher:
+    """The batcher once its model has loaded: where the model runs decides its workers and cores."""
+    batcher.start_warm_up()
+    assert batcher.warmed.wait(60)
+    return batcher
+
+
 def test_thread_safe_cpu_tools_get_a_worker_per_share_of_the_cores():
     colors = DominantColors(ToolOptions())
-    one_thread_each = tool_batcher(colors, 8, ComputeBudget(cores=4, threads_per_batch=1))
-    two_threads_each = tool_batcher(colors, 8, ComputeBudget(cores=4, threads_per_batch=2))
-    (hf_classifier,) = build_tools(["classifier"], ToolOptions(models={"classifier": "some/vit"}))
-    not_thread_safe = tool_batcher(hf_classifier, 8, ComputeBudget(cores=4, threads_per_batch=1))
+    one_thread_each = loaded(tool_batcher(colors, 8, ComputeBudget(cores=4, threads_per_batch=1)))
+    two_threads_each = loaded(tool_batcher(colors, 8, ComputeBudget(cores=4, threads_per_batch=2)))
     no_budget = tool_batcher(colors, 8)
     try:
         assert (one_thread_each.workers, one_thread_each.cores) == (4, 1)
         assert (two_threads_each.workers, two_threads_each.cores) == (2, 2)
-        assert (not_thread_safe.workers, not_thread_safe.cores) == (1, 4)  # one batch at a time, every core
         assert no_budget.workers == 1 and no_budget.budget is None
     finally:
-        for batcher in (one_thread_each, two_threads_each, not_thread_safe, no_budget):
+        for batcher in (one_thread_each, two_threads_each, no_budget):
             batcher.close()
+
+
+def test_a_tool_that_is_not_thread_safe_gets_one_worker_whose_batches_take_every_core(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    model = ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            num_labels=3,
+        )
+    )
+    model.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    (hf_classifier,) = build_tools(["classifier"], ToolOptions(models={"classifier": str(tmp_path / "vit")}))
+    assert not hf_classifier.thread_safe
+    batcher = loaded(tool_batcher(hf_classifier, 8, ComputeBudget(cores=4, threads_per_batch=1)))
+    try:
+        assert (batcher.workers, batcher.cores) == (1, 4)
+    finally:
+        batcher.close()
 
 
 def test_a_tool_on_a_gpu_takes_no_cores_and_batches_on_one_worker():
@@ -109,11 +138,25 @@ def test_a_tool_on_a_gpu_takes_no_cores_and_batches_on_one_worker():
         def uses_cpu(self) -> bool:
             return False
 
-    batcher = tool_batcher(GpuColors(ToolOptions()), 8, ComputeBudget(cores=4))
+    batcher = loaded(tool_batcher(GpuColors(ToolOptions()), 8, ComputeBudget(cores=4)))
     try:
-        assert batcher.workers == 1 and batcher.budget is None and batcher.batch_size == 8
+        assert (batcher.workers, batcher.cores, batcher.batch_size) == (1, 0, 8)
     finally:
         batcher.close()
+
+
+def test_finding_where_a_model_runs_happens_on_the_workers_not_the_callers_thread():
+    asked_from: list[str] = []
+
+    class WatchedColors(DominantColors):
+        def uses_cpu(self) -> bool:
+            asked_from.append(threading.current_thread().name)
+            return True
+
+    batcher = tool_batcher(WatchedColors(ToolOptions()), 8, ComputeBudget(cores=2))
+    assert asked_from == []  # building the batcher does not ask (it would import torch here)
+    loaded(batcher).close()
+    assert asked_from and all(name.startswith("batch-colors") for name in asked_from)
 
 
 def test_batches_run_side_by_side_each_holding_a_core_with_one_torch_thread():

@@ -181,7 +181,7 @@ def test_a_missing_model_is_one_clear_line_before_any_work(cli, photos, tmp_path
     assert result.exit_code != 0
     (line,) = result.stderr.strip().splitlines()
     assert "tool detector" in line and "microsoft/conditional-detr-resnet-50" in line
-    assert "huggingface-cli download microsoft/conditional-detr-resnet-50" in line and "--model" in line
+    assert "hf download microsoft/conditional-detr-resnet-50" in line and "--model" in line
     assert not db_file.exists()  # nothing was started
 
 

@@ -187,12 +187,13 @@ def test_look_again_refuses_paths_that_are_not_in_the_database(library, server):
 def test_chat_history_persists_between_invocations(library, server, cli, tmp_path):
     db, _folder = library
     chat_db = tmp_path / "chat.db"
-    shutil.copy(db.removeprefix("sqlite:///"), chat_db)
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as source, sqlite3.connect(chat_db) as copy:
+        source.backup(copy)  # a plain file copy would miss what is still in the -wal file
     url = f"sqlite:///{chat_db}"
     server.reply_tool_calls([("run_sql", {"query": "SELECT path FROM scene WHERE face_count = 1"})])
     server.reply_text("One photo has a face: astronaut.png.")
     first = cli("chat", "--db", url, input="who has a face?\n/sql\n/exit\n")
-    assert first.exit_code == 0 and "One photo has a face" in first.stdout
+    assert first.exit_code == 0 and "One photo has a face" in first.stdout, first.output
     assert "SELECT path FROM scene WHERE face_count = 1" in first.stdout  # /sql shows the last query
     server.reply_text("You asked who has a face.")
     second = cli("chat", "--db", url, input="what did I ask before?\n")

@@ -15,7 +15,7 @@ from visextract.store.tables import ToolResultRow
 
 EXPORT_KEYS = {
     "path", "sha256", "width", "height", "status", "error", "schema", "schema_version",
-    "data", "provenance", "tools", "llm",
+    "data", "provenance", "tools", "llm", "version", "review",
 }  # fmt: skip
 
 

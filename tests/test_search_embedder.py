@@ -93,7 +93,8 @@ def test_storing_a_record_does_not_wait_for_its_search_embedding(tmp_path):
         embedder=embedder,
     )
     state = {"path": str(tmp_path / "cup.jpg"), "status": "ok", "complete": True, "data": {"labels": ["espresso"]}}
-    record_id = asyncio.run(asyncio.wait_for(save_record(state, context), timeout=30))  # not held by the embedder
+    saved = asyncio.run(asyncio.wait_for(save_record(state, context), timeout=30))  # not held by the embedder
+    record_id = saved.record_id
     with store.read() as session:
         assert session.get(RecordRow, record_id) is not None
         assert session.get(RecordEmbeddingRow, record_id) is None

@@ -49,10 +49,11 @@ def friendly_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from visextract.errors import VisextractError
+        from visextract.errors import VisextractError, speaking_cli
 
         try:
-            return command(*args, **kwargs)
+            with speaking_cli():
+                return command(*args, **kwargs)
         except VisextractError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
             raise typer.Exit(exc.exit_code) from None
@@ -63,17 +64,43 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(db: str | None) -> Any:
+def _settings(db: str | None = None, **options: Any) -> Any:
+    """Settings from VISEXTRACT_* variables, then these options; bad values are one-line usage errors."""
+    from pydantic import ValidationError
+
     from visextract.config import Settings
+    from visextract.errors import UsageError
 
-    settings = Settings()
-    return settings.model_copy(update={"db": db}) if db else settings
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "VISEXTRACT_" + str(error["loc"][0]).upper() if error["loc"] else "a VISEXTRACT_ variable"
+        raise UsageError(f"{name} {error['input']!r}: {error['msg'].lower()}") from None
+    return settings.updated(db=db, **options)
 
 
-def _store(db: str | None) -> Any:
-    from visextract.store import Store
+def _read_store(db: str | None) -> Any:
+    """The database for a read command: one that exists (a mistyped URL is an error, never a new file)."""
+    from visextract.query import open_store
 
-    return Store(_settings(db).db)
+    return open_store(_settings(db).db)
+
+
+def display_path(path: str) -> str:
+    """A path for a terminal table: relative when shorter, control characters (a newline in a file name)
+    shown escaped so they cannot break the table, and Rich markup escaped."""
+    try:
+        shown = os.path.relpath(path)
+    except ValueError:
+        shown = path
+    if len(shown) > len(path):
+        shown = path
+    return escape(_printable(shown))
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _split(values: str | None) -> list[str]:
@@ -94,9 +121,22 @@ def _parse_models(values: list[str] | None) -> dict[str, str]:
     return models
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from visextract import __version__
+
+        out.print(f"visextract {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show progress details and warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show progress details and warnings (anywhere on the line).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     from rich.logging import RichHandler
 
@@ -179,8 +219,6 @@ def run(
 
     from visextract.extractor import Extractor
 
-    settings = _settings(db)
-    updates = {k: v for k, v in {"batch_size": batch_size, "device": device}.items() if v is not None}
     extractor = Extractor(
         schema=schema,
         tools=_split(tools) or None,
@@ -196,10 +234,10 @@ def run(
         budget_usd=budget_usd,
         max_reasks=max_reasks,
         image_detail=image_detail,
-        settings=settings.model_copy(update=updates),
+        settings=_settings(db, batch_size=batch_size, device=device),
     )
     progress = Progress(
-        TextColumn("[bold]extracting"),
+        TextColumn("[bold]{task.fields[phase]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} img/s"),
@@ -208,27 +246,55 @@ def run(
         console=err,
         transient=False,
     )
-    task = progress.add_task("extract", total=None, rate="-", last="")
+    task = progress.add_task("extract", total=None, rate="-", last="", phase="starting")
 
     def on_start(total: int) -> None:
-        progress.update(task, total=total)
+        progress.update(task, total=total, phase="extracting")
         progress.start()
+
+    def on_status(phase: str) -> None:
+        progress.update(task, phase=phase)
 
     def on_image(outcome: Any) -> None:
         progress.advance(task)
         elapsed = progress.tasks[0].elapsed or 0
         done = progress.tasks[0].completed
         rate = f"{done / elapsed:.2f}" if elapsed > 0 else "-"
-        progress.update(task, rate=rate, last=escape(Path(outcome.path).name[-40:]))
+        progress.update(task, rate=rate, last=escape(_printable(Path(outcome.path).name[-40:])))
+
+    def on_abort() -> None:  # a second Ctrl-C: leave now, whatever is still running
+        if progress.live.is_started:
+            progress.stop()
+        err.print("[red]aborted[/red]: what was saved is kept; run the same command again to continue")
+        _leave_now(130)
 
     try:
-        summary = extractor.run(*paths, force=force, limit=limit, on_start=on_start, on_image=on_image)
+        summary = extractor.run(
+            *paths, force=force, limit=limit, on_start=on_start, on_image=on_image, on_status=on_status,
+            on_abort=on_abort,
+        )  # fmt: skip
     finally:
         if progress.live.is_started:
             progress.stop()
+    if summary.found == 0:
+        err.print(
+            f"[yellow]no image files found[/yellow] in {', '.join(escape(str(p)) for p in paths)} "
+            f"(looked for {', '.join(sorted(IMAGE_SUFFIXES_SHOWN))}...)",
+            highlight=False,
+        )
     _print_summary(summary, extractor.store.safe_url)
-    if summary.interrupted:
-        raise typer.Exit(130)
+    if summary.interrupted:  # everything is saved; models may still be loading: do not wait for them
+        _leave_now(130)
+
+
+def _leave_now(code: int) -> None:
+    """Exit at once (no interpreter teardown, which would wait for model loads still running)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+IMAGE_SUFFIXES_SHOWN = (".jpg", ".png", ".webp", ".tif", ".gif", ".bmp")
 
 
 def _print_summary(summary: Any, db_url: str) -> None:
@@ -238,7 +304,11 @@ def _print_summary(summary: Any, db_url: str) -> None:
         parts.append(f"[yellow]{summary.needs_review} need review[/yellow]")
     parts.append(f"{summary.skipped} skipped")
     parts.append(f"[red]{summary.failed} failed[/red]" if summary.failed else "0 failed")
+    if summary.missing:
+        parts.append(f"[yellow]{summary.missing} paths missing[/yellow]")
     out.print(f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.2f} img/s) -> {db_url}")
+    if summary.llm_problem:
+        out.print(f"[yellow]LLM unavailable[/yellow]: {escape(summary.llm_problem)}", highlight=False)
     if summary.llm_cost_usd is not None:
         out.print(f"LLM cost: ${summary.llm_cost_usd:.4f}")
     if summary.budget_skipped:
@@ -247,11 +317,16 @@ def _print_summary(summary: Any, db_url: str) -> None:
             "(needs_review); raise --budget-usd and run again to finish them"
         )
     for path, reason in summary.failures[:10]:
-        out.print(f"  [red]failed[/red] {escape(path)}: {escape(reason)}", highlight=False)
+        out.print(f"  [red]failed[/red] {display_path(path)}: {escape(_printable(reason))}", highlight=False)
     if len(summary.failures) > 10:
         out.print(f"  ... see `visextract status --list --failed` for all {summary.failed} failures")
     if summary.interrupted:
         out.print("[yellow]interrupted[/yellow]: run the same command again to continue")
+
+
+IncludeMissingOption = Annotated[
+    bool, typer.Option("--include-missing", help="Also records whose every path is gone (deleted or moved files).")
+]
 
 
 @app.command()
@@ -261,8 +336,11 @@ def status(
     list_records: Annotated[bool, typer.Option("--list", help="List every current record.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="With --list: only failed records.")] = False,
     schema: Annotated[str | None, typer.Option(help="Only this schema.")] = None,
+    include_missing: IncludeMissingOption = False,
 ) -> None:
     """Counts of records by schema and status, recent runs, and optionally every record.
+
+    `missing` counts records whose every path was gone when a later run went over its folder.
 
     Examples:
 
@@ -270,25 +348,23 @@ def status(
 
       visextract status --list --failed
     """
-    store = _store(db)
+    store = _read_store(db)
+    store.check_schema_name(schema)
     counts = store.status_counts()
     table = Table(title=f"records in {store.safe_url}")
-    for column in ("schema", "ok", "needs_review", "failed", "total"):
+    for column in ("schema", "ok", "needs_review", "failed", "missing", "total"):
         table.add_column(column, justify="left" if column == "schema" else "right")
     for name, by_status in sorted(counts.items()):
         if schema and name != schema:
             continue
         table.add_row(
             name,
-            str(by_status.get("ok", 0)),
-            str(by_status.get("needs_review", 0)),
-            str(by_status.get("failed", 0)),
+            *(str(by_status.get(key, 0)) for key in ("ok", "needs_review", "failed", "missing")),
             str(sum(by_status.values())),
         )
     out.print(table)
     out.print(f"{store.image_count()} distinct images")
-    runs = store.recent_runs(3)
-    for run_row in runs:
+    for run_row in store.recent_runs(3):
         out.print(
             f"run {run_row.id} ({run_row.status}, {run_row.started_at:%Y-%m-%d %H:%M}): "
             f"{run_row.processed} processed, {run_row.skipped} skipped, {run_row.failed} failed, "
@@ -296,16 +372,16 @@ def status(
             highlight=False,
         )
     if list_records:
-        _print_record_table(store, schema, "failed" if failed else None)
+        _print_record_table(store, schema, "failed" if failed else None, include_missing)
 
 
-def _print_record_table(store: Any, schema: str | None, only_status: str | None) -> None:
+def _print_record_table(store: Any, schema: str | None, only_status: str | None, include_missing: bool) -> None:
     from visextract.store.export import export_dicts
 
     table = Table(show_lines=False)
     for column in ("path", "status", "top label", "faces", "text", "error"):
         table.add_column(column, overflow="fold")
-    for record in export_dicts(store, schema):
+    for record in export_dicts(store, schema, include_missing=include_missing):
         if only_status and record["status"] != only_status:
             continue
         tools = record["tools"]
@@ -314,21 +390,14 @@ def _print_record_table(store: Any, schema: str | None, only_status: str | None)
         text = " ".join(line["text"] for line in tools.get("ocr", []))
         style = {"ok": "green", "failed": "red", "needs_review": "yellow"}.get(record["status"], "")
         table.add_row(
-            escape(_short_path(record["path"])),
+            display_path(record["path"]),
             f"[{style}]{record['status']}[/{style}]",
-            escape(top),
+            escape(_printable(top)),
             faces,
-            escape((text[:40] + "…") if len(text) > 40 else text),
-            escape(record["error"] or ""),
+            escape(_printable((text[:40] + "…") if len(text) > 40 else text)),
+            escape(_printable(record["error"] or "")),
         )
     out.print(table)
-
-
-def _short_path(path: str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return path
 
 
 @app.command()
@@ -336,26 +405,28 @@ def _short_path(path: str) -> str:
 def show(
     path_or_sha: Annotated[str, typer.Argument(help="An image path, or its sha256 (or a prefix of 6+ characters).")],
     db: DbOption = None,
+    schema: Annotated[str | None, typer.Option(help="Only the record of this schema.")] = None,
 ) -> None:
-    """Show an image's current records as JSON (the export shape), plus every path it was found at.
+    """Show the record of the content a path holds now, as one JSON document: the export shape plus
+    `paths` (every path holding that content). An image with records of several schemas prints a JSON
+    array of them (or pick one with --schema).
 
-    Example:
+    Examples:
 
       visextract show photos/cat.jpg
+
+      visextract show 3f2a9c --schema vehicle
     """
     from visextract.errors import UsageError
-    from visextract.store.export import export_dicts
+    from visextract.store.export import records_for
 
-    store = _store(db)
-    rows = store.find_records(path_or_sha)
-    if not rows:
+    store = _read_store(db)
+    store.check_schema_name(schema)
+    records = records_for(store, path_or_sha, schema)
+    if not records:
         raise UsageError(f"no record for {path_or_sha!r} in {store.safe_url}")
-    subjects = {row.id: row.subject for row in rows}
-    for record in export_dicts(store, with_ids=True, record_ids=list(subjects)):
-        subject = subjects[record.pop("record_id")]
-        record.pop("is_current"), record.pop("created_at")  # the export shape, plus every path:
-        record["paths"] = [record["path"]] if subject.startswith("path:") else store.paths_of(subject)
-        out.print_json(json.dumps(record, default=str, ensure_ascii=False))
+    document = records[0] if len(records) == 1 else records
+    out.print_json(json.dumps(document, default=str, ensure_ascii=False))
 
 
 @app.command()
@@ -366,6 +437,7 @@ def export(
     db: DbOption = None,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
     all_versions: Annotated[bool, typer.Option(help="Include superseded records (history).")] = False,
+    include_missing: IncludeMissingOption = False,
 ) -> None:
     """Export current records, one per image and schema.
 
@@ -374,11 +446,17 @@ def export(
       visextract export --format jsonl -o records.jsonl
 
       visextract export --format csv --schema scene > scene.csv
-    """
-    from visextract.store.export import write_export
 
-    store = _store(db)
-    count = write_export(store, fmt, output, schema_name=schema, all_versions=all_versions, stdout=sys.stdout)
+      visextract export --format parquet -o records.parquet
+    """
+    from visextract.store.export import check_export_format, write_export
+
+    check_export_format(fmt)
+    store = _read_store(db)
+    count = write_export(
+        store, fmt, output, schema_name=schema, all_versions=all_versions, stdout=sys.stdout,
+        include_missing=include_missing,
+    )  # fmt: skip
     if output is not None:
         err.print(f"wrote {count} records to {output}")
 
@@ -401,6 +479,7 @@ def search(
     k: Annotated[int, typer.Option("--k", help="How many results.")] = 10,
     schema: Annotated[str | None, typer.Option(help="Only records of this schema.")] = None,
     fmt: FormatOption = "table",
+    include_missing: IncludeMissingOption = False,
 ) -> None:
     """Semantic search over what was extracted (labels, captions, text, fields). Offline.
 
@@ -413,7 +492,7 @@ def search(
     from visextract.query import search as search_records
 
     _check_format(fmt)
-    hits = search_records(text, db=_settings(db).db, k=k, schema=schema)
+    hits = search_records(text, db=_settings(db).db, k=k, schema=schema, include_missing=include_missing)
     if fmt == "json":
         rows = [{"path": h.path, "sha256": h.sha256, "score": h.score, "snippet": h.snippet} for h in hits]
         sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
@@ -422,7 +501,7 @@ def search(
     for column in ("score", "path", "why it matched"):
         table.add_column(column, overflow="fold")
     for hit in hits:
-        table.add_row(f"{hit.score:.2f}", escape(_short_path(hit.path)), escape(hit.snippet))
+        table.add_row(f"{hit.score:.2f}", display_path(hit.path), escape(_printable(hit.snippet)))
     out.print(table)
 
 
@@ -577,9 +656,17 @@ def models(
     out.print(table)
 
 
+def hoist_verbose(argv: list[str]) -> list[str]:
+    """`-v`/`--verbose` work anywhere before `--`: moved in front of the command, where Typer reads them."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [arg for arg in argv[:end] if arg in ("-v", "--verbose")]
+    rest = [arg for arg in argv[:end] if arg not in ("-v", "--verbose")]
+    return flags + rest + argv[end:]
+
+
 def main() -> None:
     try:
-        app()
+        app(args=hoist_verbose(sys.argv[1:]), prog_name="visextract")
     except BrokenPipeError:  # e.g. `visextract export | head -n 1`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

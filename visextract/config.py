@@ -6,9 +6,12 @@ VISEXTRACT_DB=postgresql+psycopg://localhost/photos visextract run photos/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from visextract.errors import UsageError, option_name
 
 DEFAULT_DB_URL = "sqlite:///visextract.db"
 DEFAULT_TOOLS: tuple[str, ...] = ("classifier", "faces", "ocr", "colors")
@@ -43,7 +46,23 @@ class Settings(BaseSettings):
     llm_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description='USD per 1M (input, output) tokens: {"model": [0.15, 0.6]}'
     )
+    run_heartbeat_s: float = Field(
+        10.0, gt=0, description="how often a running run renews its heartbeat (a silent run shows as interrupted)"
+    )
     search_index: bool = Field(True, description="embed each record's search text (MiniLM) while extracting")
     artifacts_dir: Path | None = Field(
         None, description="where tools save files such as depth maps (default: next to a SQLite database)"
     )
+
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with `changes` (None values ignored), validated: a bad value is a UsageError naming the
+        option (`--batch-size 0`), never silently accepted."""
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if not changes:
+            return self
+        try:
+            return type(self).model_validate(self.model_dump() | changes)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else "setting"
+            raise UsageError(f"{option_name(name)} {error['input']!r}: {error['msg'].lower()}") from None

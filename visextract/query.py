@@ -19,34 +19,43 @@ from typing import Any
 from pydantic import BaseModel
 
 from visextract.config import Settings
-from visextract.errors import UsageError, VisextractError
+from visextract.errors import UsageError, VisextractError, option_name
 from visextract.store import Store
 from visextract.store.readonly_sql import QueryResult
 from visextract.store.search import SearchHit
 
-NO_LLM = (
-    "ask needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI server); "
-    'without one, use `visextract search "..."` or `visextract sql "SELECT ..."`'
-)
+
+def no_llm_message(what: str) -> str:
+    """Why `what` (ask, chat, the chat page...) cannot run, and what works without an LLM."""
+    return (
+        f"{what} needs an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI server); "
+        'without one, use search (`visextract search "..."`) or read-only SQL (`visextract sql "SELECT ..."`)'
+    )
 
 
 @cache
 def open_store(url: str) -> Store:
-    """One Store per database URL per process (its engine is a connection pool)."""
-    return Store(url)
+    """One Store per database URL per process (its engine is a connection pool). Read surfaces use it:
+    a URL with no visextract database behind it is an error, never a new empty database."""
+    return Store(url, create=False)
 
 
 def _db(db: str | None) -> str:
     return db or Settings().db
 
 
-def search(query: str, db: str | None = None, k: int = 10, schema: str | None = None) -> list[SearchHit]:
-    """The `k` records most similar in meaning to `query`, best first (offline)."""
+def search(
+    query: str, db: str | None = None, k: int = 10, schema: str | None = None, include_missing: bool = False
+) -> list[SearchHit]:
+    """The `k` records most similar in meaning to `query`, best first (offline). Records whose every path
+    is missing are left out unless `include_missing`."""
     from visextract.store.search import search_records
 
     if k < 1:
-        raise UsageError("--k must be 1 or more")
-    return search_records(open_store(_db(db)), query, k=k, schema_name=schema)
+        raise UsageError(f"{option_name('k')} must be 1 or more")
+    store = open_store(_db(db))
+    store.check_schema_name(schema)
+    return search_records(store, query, k=k, schema_name=schema, include_missing=include_missing)
 
 
 def sql(query: str, db: str | None = None, max_rows: int = 1000, timeout_s: float = 10.0) -> QueryResult:
@@ -83,9 +92,10 @@ class ChatSession:
         llm_model: str | None = None,
         thread_id: str | None = None,
         settings: Settings | None = None,
+        purpose: str = "chat",
     ) -> None:
         if not llm_configured():
-            raise UsageError(NO_LLM)
+            raise UsageError(no_llm_message(purpose))
         self.settings = (settings or Settings()).model_copy(update={"db": db} if db else {})
         self.llm_model = llm_model or self.settings.llm_model
         self.thread_id = thread_id
@@ -224,7 +234,7 @@ def ask(question: str, db: str | None = None, *, llm_model: str | None = None, t
     from visextract.run_sync import run_sync
 
     async def one_question() -> Answer:
-        async with ChatSession(db, llm_model=llm_model, thread_id=thread_id) as session:
+        async with ChatSession(db, llm_model=llm_model, thread_id=thread_id, purpose="ask") as session:
             return await session.ask(question)
 
     return run_sync(one_question)

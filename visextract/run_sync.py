@@ -12,7 +12,10 @@ def run_sync(make_coroutine: Callable[[], Any]) -> Any:
     """asyncio.run, also from code that already runs an event loop (e.g. Jupyter)."""
     try:
         asyncio.get_running_loop()
+        in_a_loop = True
     except RuntimeError:
+        in_a_loop = False
+    if not in_a_loop:  # outside the except block: errors are not chained to "no running event loop"
         return asyncio.run(make_coroutine())
     result: list[Any] = []
     error: list[BaseException] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from visextract.agents.llm.base import LlmFatalError, LlmUnavailableError, Struc
 from visextract.agents.llm.gate import BudgetSpentError
 from visextract.agents.llm.image_input import encode_for_llm
 from visextract.agents.llm.pricing import cost_usd
+from visextract.errors import VisextractError
 from visextract.images import ImageLoadError, decode_image, read_image_file
 from visextract.schemas.cross_checks import conflicts, cross_check
 from visextract.schemas.evidence import ToolEvidence
@@ -24,6 +26,8 @@ from visextract.schemas.json_schema import strict_json_schema
 from visextract.schemas.record import FieldProvenance
 from visextract.schemas.search_text import search_segments
 from visextract.store import ImageFacts, RecordDraft
+from visextract.store.store import SaveResult
+from visextract.tools.batcher import Batcher
 from visextract.tools.registry import result_type_of
 
 Ctx = Runtime[ExtractionContext]
@@ -45,7 +49,7 @@ async def load(state: ImageState, runtime: Ctx) -> dict[str, Any]:
         return {"file": None, "status": "failed", "error": str(exc), "complete": False}
     await ctx.claim(str(path), file.sha256)  # a copy of this file in flight finishes first
     if not ctx.force and await asyncio.to_thread(ctx.store.is_done, file.sha256, ctx.schema, ctx.producer_key):
-        await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256)
+        await asyncio.to_thread(ctx.store.remember_path, str(path), file.sha256, ctx.run_id)
         return {"file": file, "status": "skipped"}
     try:
         image = await asyncio.to_thread(
@@ -94,17 +98,26 @@ def after_plan(state: ImageState) -> str:
 
 
 async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
-    """Send the image to each planned tool's batcher and wait for all of them."""
+    """Send the image to each planned tool's batcher and wait for all of them.
+
+    When the run is stopping (Ctrl-C), an image none of whose tools has started is dropped (left for the
+    next run); one whose tool work has started is finished. A tool that cannot run at all (its model does
+    not load) stops the run: that is a setup problem, not this image's, and it must not fail good records.
+    """
     ctx = runtime.context
     names = state["tools_to_run"]
     submitted = [ctx.batchers[name].submit(state["image"]) for name in names]
     futures = [asyncio.wrap_future(future) for future in submitted]
     while not all(future.done() for future in futures):
-        await asyncio.wait(futures, timeout=0.25)
-        if ctx.stop.is_set() and any(future.cancel() for future in submitted):  # not started yet: drop it
+        await asyncio.wait(futures, timeout=0.1)
+        requests = list(zip([ctx.batchers[name] for name in names], submitted, strict=True))
+        if ctx.stop.is_set() and _drop_unfinishable(requests):
             await asyncio.gather(*futures, return_exceptions=True)
-            return {"status": "cancelled", "image": None}
+            return {"status": "cancelled", "image": None}  # left for the next run
     outputs = await asyncio.gather(*futures, return_exceptions=True)
+    for output in outputs:
+        if isinstance(output, VisextractError):
+            raise output
     results = dict(state["tool_results"])
     seconds = {}
     errors = []
@@ -120,6 +133,17 @@ async def run_tools(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     if ctx.llm is None or errors:
         update["image"] = None  # nothing needs the pixels any more
     return update
+
+
+def _drop_unfinishable(requests: list[tuple[Batcher[Any, Any], Future[Any]]]) -> bool:
+    """On stop: an image whose tool work has not started, or that still waits for a model that is loading,
+    is dropped (its queued requests cancelled); one being computed on loaded models is finished."""
+    waiting = [(batcher, future) for batcher, future in requests if not (future.running() or future.done())]
+    started = len(waiting) < len(requests)
+    if started and all(batcher.warmed.is_set() for batcher, _ in waiting):
+        return False
+    cancelled = [future.cancel() for _, future in waiting]  # every one: no short-circuit
+    return any(cancelled)  # a request that started meanwhile cannot be completed now: the image is dropped
 
 
 def after_tools(state: ImageState, runtime: Ctx) -> str:
@@ -159,6 +183,7 @@ async def ask_llm(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     except BudgetSpentError:
         return update | {"llm_problem": f"LLM budget of ${llm.gate.budget_usd:g} spent; tools-only record"}
     except LlmUnavailableError as exc:
+        llm.gate.note_problem(str(exc))
         calls += [call_row(call, attempt, None, logged_request) for call in exc.calls]
         return update | {"llm_problem": str(exc), "llm_calls": calls}
     except LlmFatalError as exc:
@@ -240,20 +265,23 @@ async def verify(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
     """Write the image, its new tool results, its record and its LLM calls in one transaction."""
-    record_id = await save_record(state, runtime.context)
-    return {"record_id": record_id, "image": None, "llm_image": None}
+    saved = await save_record(state, runtime.context)
+    update: dict[str, Any] = {"record_id": saved.record_id, "image": None, "llm_image": None}
+    if not saved.current:
+        update["error"] = f"{state.get('error') or state.get('status')} (the earlier good record was kept)"
+    return update
 
 
-async def save_record(state: ImageState, ctx: ExtractionContext) -> int:
-    """Store what `state` holds as the image's current record (on the context's single writer thread),
-    then, in the background, its search-text embedding. The record is durable first; an embedding lost
-    to a crash is made later by `store.search.index_missing_records`."""
+async def save_record(state: ImageState, ctx: ExtractionContext) -> SaveResult:
+    """Store what `state` holds as the image's record (on the context's single writer thread), then, in
+    the background, its search-text embedding. The record is durable first; an embedding lost to a crash
+    is made later by `store.search.index_missing_records`."""
     draft = _draft(state, ctx)
     loop = asyncio.get_running_loop()
-    record_id = await loop.run_in_executor(ctx.writer, ctx.store.save, draft)
-    if ctx.embedder is not None and draft.status != "failed":
-        ctx.index_for_search(draft.path, record_id, search_segments(draft.data, _evidence(state)))
-    return record_id
+    saved = await loop.run_in_executor(ctx.writer, ctx.store.save, draft)
+    if ctx.embedder is not None and draft.status != "failed" and saved.current:
+        ctx.index_for_search(draft.path, saved.record_id, search_segments(draft.data, _evidence(state)))
+    return saved
 
 
 def _draft(state: ImageState, ctx: ExtractionContext) -> RecordDraft:

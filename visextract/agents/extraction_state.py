@@ -82,6 +82,7 @@ class ExtractionContext:
     llm: LlmSettings | None = None
     embedder: Batcher[str, bytes] | None = None  # search text -> float32 vector bytes; None: no search index
     stop: threading.Event = field(default_factory=threading.Event)  # set: images not yet at the tools stop
+    warm_up_started: bool = False
     # identical files in flight at once: the first copy is processed, the others wait and then skip
     _claims: dict[str, asyncio.Event] = field(default_factory=dict)
     _claim_of_path: dict[str, str] = field(default_factory=dict)
@@ -102,7 +103,8 @@ class ExtractionContext:
     def start_warm_up(self) -> None:
         """Load every model in the background, once the first image needs them (a re-run that skips
         everything loads none)."""
-        for batcher in [*self.batchers.values(), *([self.embedder] if self.embedder else [])]:
+        self.warm_up_started = True
+        for batcher in self._all_batchers():
             batcher.start_warm_up()
 
     def index_for_search(self, path: str, record_id: int, segments: list[str]) -> None:
@@ -126,6 +128,13 @@ class ExtractionContext:
                 saved.add_done_callback(warn_on_error)
 
         self.embedder.submit("\n".join(segments)).add_done_callback(save)
+
+    def models_ready(self) -> bool:
+        """Whether every model has finished loading (or failed to: the images will say why)."""
+        return all(batcher.warmed.is_set() for batcher in self._all_batchers())
+
+    def _all_batchers(self) -> list[Batcher[Any, Any]]:
+        return [*self.batchers.values(), *([self.embedder] if self.embedder else [])]
 
     @property
     def tool_keys(self) -> dict[str, str]:

@@ -20,8 +20,15 @@ def pick_device(requested: str = "auto") -> torch.device:
             device = torch.device(requested)
         except RuntimeError:
             raise UsageError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise UsageError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"device {requested!r} asked for, but CUDA is not available here")
+            raise UsageError(f"device {requested!r} asked for, but CUDA is not available here: use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {requested!r}: there are {torch.cuda.device_count()} CUDA devices here")
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise UsageError(f"device {requested!r} asked for, but MPS (Apple GPU) is not available here")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

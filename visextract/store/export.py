@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -11,7 +12,7 @@ from typing import IO, Any
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
-from visextract.store.store import Store
+from visextract.store.store import Store, listed
 from visextract.store.tables import ImageRow, RecordRow, RecordSchemaRow, ToolResultRow
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
@@ -24,11 +25,14 @@ def export_dicts(
     all_versions: bool = False,
     with_ids: bool = False,
     record_ids: list[int] | None = None,
+    include_missing: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Records as export objects: path, sha256, size, status, error, schema, data, provenance, tools, llm.
+    """Records as export objects: path, sha256, size, status, error, schema, data, provenance, tools, llm,
+    version, review.
 
-    `all_versions` includes superseded records; it and `with_ids` add record_id, is_current and created_at.
-    `record_ids` limits the export to those records.
+    By default the records users see: current, of content some path holds now; `include_missing` adds
+    those whose every path is missing, `all_versions` every record ever made (history). `all_versions` and
+    `with_ids` add record_id, is_current, missing and created_at. `record_ids` limits the export to those.
     """
     statement = (
         select(RecordRow, ImageRow)
@@ -36,7 +40,7 @@ def export_dicts(
         .order_by(col(RecordRow.path), col(RecordRow.id))
     )
     if not all_versions:
-        statement = statement.where(col(RecordRow.is_current))
+        statement = statement.where(*listed(include_missing or record_ids is not None))
     if schema_name:
         statement = statement.where(RecordRow.schema_name == schema_name)
     if record_ids is not None:
@@ -84,10 +88,42 @@ def _export_dict(
         "provenance": record.provenance,
         "tools": tools,
         "llm": record.llm,
+        "version": record.version,
+        "review": record.review,
     }
     if with_history:
-        out |= {"record_id": record.id, "is_current": record.is_current, "created_at": record.created_at}
+        out |= {
+            "record_id": record.id,
+            "is_current": record.is_current,
+            "missing": record.missing,
+            "created_at": record.created_at,
+        }
     return out
+
+
+def records_for(store: Store, path_or_sha: str, schema_name: str | None = None) -> list[dict[str, Any]]:
+    """The current records of the content at a path (or of a sha256 / unique prefix), in the export shape
+    plus `"paths"`: every path holding that content now (and `"missing_paths"` when some went missing).
+    A record whose every path is missing is included: it was asked for by name."""
+    rows = store.find_records(path_or_sha, schema_name)
+    if not rows:
+        return []
+    subjects = {row.id: row.subject for row in rows}
+    found = []
+    for record in export_dicts(store, record_ids=list(subjects), with_ids=True):
+        subject = subjects[record.pop("record_id")]
+        missing = record.pop("missing")
+        record.pop("is_current"), record.pop("created_at")
+        if record["sha256"] is None:  # an unreadable file: known only by its path
+            record["paths"] = [] if missing else [record["path"]]
+            missing_paths = [record["path"]] if missing else []
+        else:
+            record["paths"] = store.paths_of(subject)
+            missing_paths = store.paths_of(subject, missing=True)
+        if missing_paths:
+            record["missing_paths"] = missing_paths
+        found.append(record)
+    return found
 
 
 def write_export(
@@ -97,11 +133,15 @@ def write_export(
     schema_name: str | None = None,
     all_versions: bool = False,
     stdout: IO[str] | None = None,
+    include_missing: bool = False,
 ) -> int:
-    """Write the export to `output` (or `stdout` for jsonl/csv); returns the number of records written."""
-    if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
-    records = export_dicts(store, schema_name, all_versions)
+    """Write the export to `output` (or `stdout` for jsonl/csv); returns the number of records written.
+    A file that cannot be written is a UsageError naming it, raised before any record is read."""
+    check_export_format(fmt)
+    store.check_schema_name(schema_name)
+    if output is not None:
+        _check_writable(Path(output))
+    records = export_dicts(store, schema_name, all_versions, include_missing=include_missing)
     if fmt == "parquet":
         if output is None:
             raise UsageError("parquet export needs -o FILE")
@@ -112,6 +152,20 @@ def write_export(
         return _write_text(fmt, records, stdout, _data_fields(store, schema_name))
     with open(output, "w", encoding="utf-8", newline="") as handle:
         return _write_text(fmt, records, handle, _data_fields(store, schema_name))
+
+
+def check_export_format(fmt: str) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
+
+
+def _check_writable(output: Path) -> None:
+    if output.is_dir():
+        raise UsageError(f"cannot write {output}: it is a folder; pass a file name, e.g. {output / 'records.jsonl'}")
+    if not output.parent.is_dir():
+        raise UsageError(f"cannot write {output}: folder {output.parent} does not exist")
+    if not os.access(output if output.exists() else output.parent, os.W_OK):
+        raise UsageError(f"cannot write {output}: permission denied")
 
 
 def _write_text(fmt: str, records: Iterator[dict[str, Any]], handle: IO[str], fields: list[str]) -> int:

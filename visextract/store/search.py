@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from visextract.store.store import Store
+from visextract.store.store import Store, listed
 from visextract.store.tables import ImageRow, RecordEmbeddingRow, RecordRow
 
 _STOPWORDS = frozenset(
@@ -72,17 +72,20 @@ class _Matrix:
     rows: list[tuple[int, str, str | None, str, str, list[str]]]  # id, path, sha, schema, status, segments
 
 
-_cache: dict[tuple[str, str | None], _Matrix] = {}
+_cache: dict[tuple[str, str | None, bool], _Matrix] = {}
 _cache_lock = threading.Lock()
 
 
-def search_records(store: Store, query: str, k: int = 10, schema_name: str | None = None) -> list[SearchHit]:
-    """The `k` current records most similar to `query`, best first."""
+def search_records(
+    store: Store, query: str, k: int = 10, schema_name: str | None = None, include_missing: bool = False
+) -> list[SearchHit]:
+    """The `k` listed records most similar to `query`, best first (`include_missing`: also those whose
+    every path is missing)."""
     from visextract.local_models.embedder import embed_texts
 
     if not query.strip():
         return []
-    matrix = _matrix(store, schema_name)
+    matrix = _matrix(store, schema_name, include_missing)
     if not matrix.rows:
         return []
     query_vector = embed_texts([query])[0]
@@ -116,10 +119,10 @@ def _change_key(store: Store) -> tuple[Any, ...]:
         )
 
 
-def _matrix(store: Store, schema_name: str | None) -> _Matrix:
-    """The current records' vectors, from cache unless records were added or replaced since."""
+def _matrix(store: Store, schema_name: str | None, include_missing: bool) -> _Matrix:
+    """The listed records' vectors, from cache unless records were added or replaced since."""
     key = _change_key(store)
-    cache_key = (store.url, schema_name)
+    cache_key = (store.url, schema_name, include_missing)
     with _cache_lock:
         cached = _cache.get(cache_key)
         if cached is not None and cached.key == key:
@@ -138,7 +141,7 @@ def _matrix(store: Store, schema_name: str | None) -> _Matrix:
         )
         .join(RecordRow, col(RecordRow.id) == col(RecordEmbeddingRow.record_id))
         .join(ImageRow, col(ImageRow.id) == col(RecordRow.image_id), isouter=True)
-        .where(col(RecordRow.is_current))
+        .where(*listed(include_missing))
     )
     if schema_name:
         statement = statement.where(RecordRow.schema_name == schema_name)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, text, update
+from sqlalchemy import Engine, func, inspect, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlmodel import Session, col, select
 
 from visextract.errors import StoreError
 from visextract.schemas.base import RecordSchema
-from visextract.store.engine import open_engine
+from visextract.store.engine import open_engine, parse_db_url
 from visextract.store.migrations import migrate
+from visextract.store.paths import path_subject, reconcile_records
 from visextract.store.tables import (
     ImagePathRow,
     ImageRow,
@@ -65,7 +68,21 @@ class RecordDraft:
     run_id: int | None = None
 
     def subject_key(self) -> str:
-        return self.subject or (self.image.sha256 if self.image else f"path:{self.path}")
+        return self.subject or (self.image.sha256 if self.image else path_subject(self.path))
+
+
+USABLE_STATUSES = ("ok", "needs_review")
+RUN_LEASE_BEATS = 3  # a running run that missed this many heartbeats has died: it shows as interrupted
+DEFAULT_HEARTBEAT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What `Store.save` did: the new record's id, and whether it became the current record. A failed or
+    unfinished attempt never replaces a usable finished record of the same content: it is kept as history."""
+
+    record_id: int
+    current: bool
 
 
 SCHEMA_LOCK_ID = 0x76697379  # PostgreSQL advisory lock around schema registration
@@ -84,13 +101,21 @@ class Store:
         print(row.path, row.status)
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open (and upgrade) the database at `url`. With `create=False` (read commands), a URL with no
+        visextract database behind it is a StoreError instead of a new, empty database."""
         self.url = url
+        if not create:
+            _refuse_missing_sqlite_file(url)
         self.engine: Engine = open_engine(url)
         self._writer = self.engine.execution_options(write=True)
         try:
-            migrate(self.engine)
-        except (OperationalError, ProgrammingError) as exc:
+            if not create and not inspect(self.engine).has_table("record"):
+                raise StoreError(f"no visextract database at {self.safe_url}: run `visextract run ... --db URL` first")
+            if migrate(self.engine):
+                self._refresh_typed_views()
+        except DatabaseError as exc:
+            self.engine.dispose()
             raise StoreError(f"cannot open database {self.safe_url}: {_first_line(exc)}") from None
 
     @property
@@ -116,11 +141,27 @@ class Store:
     def start_run(self, schema: RecordSchema, tools: dict[str, str], options: dict[str, Any]) -> int:
         with self.write() as session:
             self._register_schema(session, schema)
-            run = RunRow(schema_name=schema.name, schema_version=schema.version, tools=tools, options=options)
+            run = RunRow(
+                schema_name=schema.name,
+                schema_version=schema.version,
+                tools=tools,
+                options=options,
+                heartbeat_at=utc_now(),
+            )
             session.add(run)
             session.commit()
             assert run.id is not None
             return run.id
+
+    def renew_run(self, run_id: int) -> None:
+        """The running run's heartbeat: while it is renewed, the run shows as running."""
+        with self.write() as session:
+            session.execute(
+                update(RunRow)
+                .where(col(RunRow.id) == run_id, RunRow.status == "running")
+                .values(heartbeat_at=utc_now())
+            )
+            session.commit()
 
     def finish_run(self, run_id: int, counts: dict[str, int], seconds: float, status: str) -> None:
         with self.write() as session:
@@ -153,12 +194,39 @@ class Store:
         )
         create_typed_view(session.connection(), schema)
 
+    def _refresh_typed_views(self) -> None:
+        """Recreate every schema's typed view (after an upgrade changed what views select)."""
+        with self.write() as session:
+            for row in self._latest_schema_rows(session):
+                create_typed_view(session.connection(), stored_schema(row))
+            session.commit()
+
+    @staticmethod
+    def _latest_schema_rows(session: Session) -> list[RecordSchemaRow]:
+        latest: dict[str, RecordSchemaRow] = {}
+        for row in session.exec(select(RecordSchemaRow).order_by(col(RecordSchemaRow.created_at))):
+            latest[row.name] = row
+        return list(latest.values())
+
     def typed_views(self) -> list[TypedView]:
         """The typed view of each schema, from its latest stored version."""
-        latest: dict[str, RecordSchemaRow] = {}
-        for row in self.schema_versions():
-            latest[row.name] = row
-        return [typed_view(stored_schema(row)) for row in latest.values()]
+        with self.read() as session:
+            return [typed_view(stored_schema(row)) for row in self._latest_schema_rows(session)]
+
+    def schema_names(self) -> list[str]:
+        """Names of the schemas that records were made with, in the order first seen."""
+        return list(dict.fromkeys(row.name for row in self.schema_versions()))
+
+    def check_schema_name(self, name: str | None) -> None:
+        """A UsageError naming the known schemas when `name` is given and no record was made with it."""
+        from visextract.errors import UsageError
+
+        if name is None:
+            return
+        known = self.schema_names()
+        if name not in known:
+            listed = ", ".join(known) if known else "none yet"
+            raise UsageError(f"no records of schema {name!r} in {self.safe_url} (schemas here: {listed})")
 
     def schema_versions(self) -> list[RecordSchemaRow]:
         with self.read() as session:
@@ -201,10 +269,13 @@ class Store:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    def save(self, draft: RecordDraft) -> int:
-        """Write an image's facts, path, new tool results and record in one transaction; returns its id.
+    def save(self, draft: RecordDraft) -> SaveResult:
+        """Write an image's facts, path, new tool results and record in one transaction.
 
-        The new record becomes the current one for its image and schema; older ones stay as history.
+        The new record becomes the current one for its image and schema, with the next version number;
+        older ones stay as history. A failed or unfinished attempt does not replace a usable finished
+        record of the same content (a bad option or a server outage must not destroy good records): it is
+        stored as history, and the good record stays current.
         """
         for attempt in range(3):
             try:
@@ -214,10 +285,10 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    def _save(self, draft: RecordDraft) -> int:
+    def _save(self, draft: RecordDraft) -> SaveResult:
         with self.write() as session:
             image_id = self._upsert_image(session, draft.image) if draft.image else None
-            self._upsert_path(session, draft.path, image_id, draft.subject)
+            self._upsert_path(session, draft.path, image_id, draft.subject, draft.run_id)
             if image_id is not None:
                 for tool, (results, seconds) in draft.new_tool_results.items():
                     self._insert_ignore(
@@ -235,15 +306,14 @@ class Store:
                         ["image_id", "tool", "cache_key"],
                     )
             subject = draft.subject_key()
-            session.execute(
-                update(RecordRow)
-                .where(
-                    col(RecordRow.subject) == subject,
-                    col(RecordRow.schema_name) == draft.schema_name,
-                    col(RecordRow.is_current),
+            same_subject = (col(RecordRow.subject) == subject, col(RecordRow.schema_name) == draft.schema_name)
+            current = session.exec(select(RecordRow).where(*same_subject, col(RecordRow.is_current))).first()
+            becomes_current = current is None or not _keeps_over(current, draft)
+            if becomes_current and current is not None:
+                session.execute(
+                    update(RecordRow).where(*same_subject, col(RecordRow.is_current)).values(is_current=False)
                 )
-                .values(is_current=False)
-            )
+            last_version = session.exec(select(func.max(RecordRow.version)).where(*same_subject)).one()
             record = RecordRow(
                 subject=subject,
                 image_id=image_id,
@@ -260,6 +330,8 @@ class Store:
                 llm=draft.llm,
                 raw_answer=draft.raw_answer,
                 run_id=draft.run_id,
+                is_current=becomes_current,
+                version=(last_version or 0) + 1,
             )
             session.add(record)
             session.flush()
@@ -267,7 +339,7 @@ class Store:
                 session.add(LlmCallRow(record_id=record.id, run_id=draft.run_id, path=draft.path, **call))
             session.commit()
             assert record.id is not None
-            return record.id
+            return SaveResult(record.id, becomes_current)
 
     def save_embedding(self, record_id: int, model: str, segments: list[str], vector: bytes) -> None:
         """Store a record's search text and its embedding (replacing any earlier one)."""
@@ -279,14 +351,31 @@ class Store:
             session.add(row)
             session.commit()
 
-    def remember_path(self, path: str, sha256: str | None) -> None:
-        """Note that `path` holds the image `sha256` (e.g. a duplicate that was skipped)."""
+    def remember_path(self, path: str, sha256: str | None, run_id: int | None = None) -> None:
+        """Note that `path` holds the image `sha256` now (e.g. a duplicate, or an image already done)."""
         with self.write() as session:
             image_id = None
             if sha256:
                 image_id = session.exec(select(ImageRow.id).where(ImageRow.sha256 == sha256)).first()
-            self._upsert_path(session, path, image_id, sha256)
+            self._upsert_path(session, path, image_id, sha256, run_id)
             session.commit()
+
+    def mark_missing(self, folder: str | Path, run_id: int) -> int:
+        """Mark the known paths under `folder` that run `run_id` did not find as missing; returns how many.
+        Call only after a run listed the whole folder."""
+        prefix = os.path.join(os.path.abspath(folder), "")
+        under = (
+            col(ImagePathRow.path).startswith(prefix, autoescape=True),
+            col(ImagePathRow.missing_at).is_(None),
+            or_(col(ImagePathRow.seen_run_id).is_(None), col(ImagePathRow.seen_run_id) != run_id),
+        )
+        with self.write() as session:
+            rows = session.exec(select(ImagePathRow.path, ImagePathRow.sha256).where(*under)).all()
+            if rows:
+                session.execute(update(ImagePathRow).where(*under).values(missing_at=utc_now()))
+                reconcile_records(session.connection(), {sha or path_subject(path) for path, sha in rows})
+            session.commit()
+        return len(rows)
 
     def _upsert_image(self, session: Session, image: ImageFacts) -> int:
         self._insert_ignore(
@@ -307,15 +396,29 @@ class Store:
         assert image_id is not None
         return image_id
 
-    def _upsert_path(self, session: Session, path: str, image_id: int | None, sha256: str | None) -> None:
-        values = {"path": path, "image_id": image_id, "sha256": sha256, "seen_at": utc_now()}
-        statement = self._insert_statement(ImagePathRow).values(values)
+    def _upsert_path(
+        self, session: Session, path: str, image_id: int | None, sha256: str | None, run_id: int | None
+    ) -> None:
+        """`path` holds `sha256` now (None: unreadable). The content it held before, if other, stops
+        claiming it, and content found again is no longer missing."""
+        before = session.exec(
+            select(ImagePathRow.sha256, ImagePathRow.missing_at).where(ImagePathRow.path == path)
+        ).first()
+        now = utc_now()
+        values = {"path": path, "image_id": image_id, "sha256": sha256, "seen_at": now, "seen_run_id": run_id}
+        statement = self._insert_statement(ImagePathRow).values(values | {"missing_at": None})
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["path"],
-                set_={"image_id": image_id, "sha256": sha256, "seen_at": values["seen_at"]},
+                set_={key: value for key, value in values.items() if key != "path"} | {"missing_at": None},
             )
         )
+        if before is None:
+            return
+        old_sha, was_missing = before
+        if old_sha != sha256 or was_missing is not None:
+            subjects = {sha256 or path_subject(path), old_sha or path_subject(path)}
+            reconcile_records(session.connection(), subjects)
 
     def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any], keys: list[str]) -> None:
         session.execute(self._insert_statement(table).values(values).on_conflict_do_nothing(index_elements=keys))
@@ -330,12 +433,16 @@ class Store:
     # ---- reading --------------------------------------------------------------------------------
 
     def current_records(
-        self, schema_name: str | None = None, status: str | None = None, all_versions: bool = False
+        self,
+        schema_name: str | None = None,
+        status: str | None = None,
+        all_versions: bool = False,
+        include_missing: bool = False,
     ) -> Iterator[RecordRow]:
-        """Records in id order: the current ones, or every version with `all_versions`."""
+        """Records in id order: the listed current ones (see `listed`), or every version with `all_versions`."""
         statement = select(RecordRow).order_by(col(RecordRow.id))
         if not all_versions:
-            statement = statement.where(col(RecordRow.is_current))
+            statement = statement.where(*listed(include_missing))
         if schema_name:
             statement = statement.where(RecordRow.schema_name == schema_name)
         if status:
@@ -343,58 +450,109 @@ class Store:
         with self.read() as session:
             yield from session.exec(statement.execution_options(yield_per=500))
 
-    def find_records(self, path_or_sha: str) -> list[RecordRow]:
-        """Current records for a path (as given, or absolute), a sha256 or a unique sha256 prefix.
-        A duplicate's path finds the records made from its twin."""
+    def find_records(self, path_or_sha: str, schema_name: str | None = None) -> list[RecordRow]:
+        """Current records of the content a path holds now (as given, or absolute), or of a sha256 or a
+        unique sha256 prefix (6+ characters). A duplicate's path finds the records made from its twin."""
         absolute = os.path.abspath(os.path.expanduser(path_or_sha))
         with self.read() as session:
-            hashes = [
-                sha
-                for sha in session.exec(
-                    select(ImagePathRow.sha256).where(col(ImagePathRow.path).in_([path_or_sha, absolute]))
-                ).all()
-                if sha
-            ]
-            conditions = [col(RecordRow.path).in_([path_or_sha, absolute])]
-            if hashes:
-                conditions.append(col(RecordRow.subject).in_(hashes))
-            if len(path_or_sha) >= 6 and all(c in "0123456789abcdef" for c in path_or_sha.lower()):
-                conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower()))
-            return list(
-                session.exec(
-                    select(RecordRow).where(col(RecordRow.is_current), or_(*conditions)).order_by(col(RecordRow.id))
+            held = session.exec(
+                select(ImagePathRow.path, ImagePathRow.sha256).where(
+                    col(ImagePathRow.path).in_([path_or_sha, absolute])
                 )
-            )
+            ).all()
+            subjects = [sha or path_subject(path) for path, sha in held]
+            conditions = [col(RecordRow.subject).in_(subjects)] if subjects else []
+            if not held and len(path_or_sha) >= 6 and all(c in "0123456789abcdef" for c in path_or_sha.lower()):
+                conditions.append(col(RecordRow.subject).startswith(path_or_sha.lower(), autoescape=True))
+            if not conditions:
+                return []
+            statement = select(RecordRow).where(col(RecordRow.is_current), or_(*conditions))
+            if schema_name:
+                statement = statement.where(RecordRow.schema_name == schema_name)
+            return list(session.exec(statement.order_by(col(RecordRow.id))))
 
-    def paths_of(self, sha256: str) -> list[str]:
-        """Every path the content with this hash was found at."""
+    def paths_of(self, sha256: str, *, missing: bool = False) -> list[str]:
+        """The paths that hold this content now (or, with `missing=True`, held it until they went missing)."""
         with self.read() as session:
             return list(
                 session.exec(
-                    select(ImagePathRow.path).where(ImagePathRow.sha256 == sha256).order_by(col(ImagePathRow.path))
+                    select(ImagePathRow.path)
+                    .where(ImagePathRow.sha256 == sha256)
+                    .where(
+                        col(ImagePathRow.missing_at).isnot(None) if missing else col(ImagePathRow.missing_at).is_(None)
+                    )
+                    .order_by(col(ImagePathRow.path))
                 )
             )
+
+    def image_source(self, sha256: str) -> Path | None:
+        """A file that holds this content now, for serving the original (None if no known file has it).
+        Never takes a path from a user: only paths the database knows for this hash, re-checked on disk."""
+        for path in self.paths_of(sha256):
+            if os.path.isfile(path):
+                return Path(path)
+        return None
 
     def status_counts(self) -> dict[str, dict[str, int]]:
-        """{schema name: {status: count}} over current records."""
+        """{schema name: {status: count}} over listed current records, plus `missing`: records whose every
+        path is missing (not counted under their status)."""
         with self.read() as session:
             rows = session.exec(
-                select(RecordRow.schema_name, RecordRow.status, func.count())
+                select(RecordRow.schema_name, RecordRow.status, RecordRow.missing, func.count())
                 .where(col(RecordRow.is_current))
-                .group_by(RecordRow.schema_name, RecordRow.status)
+                .group_by(RecordRow.schema_name, RecordRow.status, RecordRow.missing)
             ).all()
         counts: dict[str, dict[str, int]] = {}
-        for schema_name, status, count in rows:
-            counts.setdefault(schema_name, {})[status] = count
+        for schema_name, status, missing, count in rows:
+            by_status = counts.setdefault(schema_name, {})
+            key = "missing" if missing else status
+            by_status[key] = by_status.get(key, 0) + count
         return counts
 
-    def recent_runs(self, limit: int = 5) -> Sequence[RunRow]:
+    def recent_runs(self, limit: int = 5) -> list[RunRow]:
+        """The latest runs. A run still marked running whose heartbeat stopped (its process died) shows
+        as interrupted."""
         with self.read() as session:
-            return session.exec(select(RunRow).order_by(col(RunRow.id).desc()).limit(limit)).all()
+            runs = list(session.exec(select(RunRow).order_by(col(RunRow.id).desc()).limit(limit)).all())
+        now = utc_now()
+        for run in runs:
+            lease = timedelta(seconds=RUN_LEASE_BEATS * float(run.options.get("heartbeat_s", DEFAULT_HEARTBEAT_S)))
+            if run.status == "running" and now - _aware(run.heartbeat_at or run.started_at) > lease:
+                run.status = "interrupted"
+        return runs
 
     def image_count(self) -> int:
+        """Distinct contents that some path holds now."""
         with self.read() as session:
-            return session.exec(select(func.count()).select_from(ImageRow)).one()
+            return session.exec(
+                select(func.count(func.distinct(ImagePathRow.sha256))).where(col(ImagePathRow.missing_at).is_(None))
+            ).one()
+
+
+def listed(include_missing: bool = False) -> tuple[Any, ...]:
+    """The conditions for the records users see: current, and (unless `include_missing`) not missing."""
+    return (col(RecordRow.is_current),) if include_missing else (col(RecordRow.is_current), ~col(RecordRow.missing))
+
+
+def _keeps_over(current: RecordRow, draft: RecordDraft) -> bool:
+    """Whether the current record stays current over `draft`: a usable, finished record is never replaced
+    by a failed or unfinished attempt at the same content."""
+    usable_current = current.status in USABLE_STATUSES and current.complete
+    worse_draft = draft.status not in USABLE_STATUSES or not draft.complete
+    return usable_current and worse_draft
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    parsed = parse_db_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).expanduser().is_file():
+        raise StoreError(f"no visextract database at {url}: run `visextract run ... --db URL` first")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,10 +1,14 @@
 """The SQL tables. The database is a first-class artifact: open it with any SQL tool.
 
 image        one row per distinct image content (sha256)
-image_path   every path an image was found at (duplicates share one image)
-run          one row per `visextract run`, with its options and counts
+image_path   every path an image was found at (duplicates share one image); `missing_at` once a run over
+             its folder no longer finds it
+run          one row per `visextract run`, with its options, counts and a heartbeat (a dead run shows as
+             interrupted)
 tool_result  one tool's typed results for one image and one model/settings (`cache_key`)
-record       an image's record for a schema version; exactly one `is_current` per image and schema
+record       versions of an image's record for a schema; exactly one `is_current` per image and schema.
+             A current record is listed while some path holds its content (`missing` when all its paths
+             are missing); content no longer at any path leaves only history.
 record_schema every schema version that records were made with
 llm_call     every LLM attempt of the extraction stage (prompts, answers, errors, tokens), like a log
 record_embedding  each record's search text and its MiniLM embedding, for semantic search
@@ -45,6 +49,8 @@ class ImagePathRow(SQLModel, table=True):
     image_id: int | None = Field(default=None, foreign_key="image.id", index=True)
     sha256: str | None = Field(default=None, index=True, description="content hash, also for undecodable files")
     seen_at: datetime = Field(default_factory=utc_now)
+    seen_run_id: int | None = Field(default=None, description="the last run that found a file here")
+    missing_at: datetime | None = Field(default=None, description="when a run over its folder no longer found it")
 
 
 class RunRow(SQLModel, table=True):
@@ -53,7 +59,8 @@ class RunRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     started_at: datetime = Field(default_factory=utc_now)
     finished_at: datetime | None = None
-    status: str = "running"  # running | finished | interrupted
+    status: str = "running"  # running | finished | interrupted | failed
+    heartbeat_at: datetime | None = Field(default=None, description="a running run renews it; stale: it died")
     schema_name: str
     schema_version: str
     tools: dict[str, str] = Field(default_factory=dict, sa_column=Column(JsonColumn, nullable=False))
@@ -91,6 +98,7 @@ class RecordRow(SQLModel, table=True):
             postgresql_where=text("is_current"),
         ),
         Index("record_by_status", "schema_name", "is_current", "status"),
+        Index("record_by_subject", "subject", "schema_name"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -111,6 +119,11 @@ class RecordRow(SQLModel, table=True):
     run_id: int | None = Field(default=None, foreign_key="run.id")
     created_at: datetime = Field(default_factory=utc_now)
     is_current: bool = True
+    version: int = Field(default=1, description="1 for the image+schema's first record, +1 for each new one")
+    review: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JsonColumn), description='{"by", "at", "fields"} when a person reviewed it'
+    )
+    missing: bool = Field(default=False, description="every path that held this content is gone")
 
 
 class RecordSchemaRow(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""Typed SQL views: one per schema, its top-level fields as typed columns, current records only.
+"""Typed SQL views: one per schema, its top-level fields as typed columns, the records users see only
+(current, of content some path holds now).
 
     SELECT path, color, license FROM vehicle WHERE color = 'red';
 
@@ -75,7 +76,7 @@ def create_typed_view(connection: Connection, schema: RecordSchema) -> TypedView
     connection.exec_driver_sql(
         f"CREATE VIEW {name} AS SELECT {', '.join(expressions)} FROM record r "
         f"LEFT JOIN image i ON i.id = r.image_id "
-        f"WHERE r.schema_name = '{literal}' AND r.is_current"
+        f"WHERE r.schema_name = '{literal}' AND r.is_current AND NOT r.missing"
     )
     return view
 

@@ -11,6 +11,7 @@ intra-op threads; a tool that may run batches side by side gets one worker per s
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import sys
@@ -54,9 +55,12 @@ _WARM_UP = object()
 class Batcher(Generic[In, Out]):
     """Runs `run_batch` over items submitted from any thread, in batches, on its own worker threads.
 
-    With a `budget`, each batch holds `cores` of its cores while it runs, and torch runs it with
-    `cores` intra-op threads; `workers` threads take batches from the queue side by side (use more than
-    one only when `run_batch` may run concurrently with itself). `on_close` runs after the last batch.
+    With a `budget`, each batch holds `cores` of its cores while it runs (0: none, e.g. a model on a GPU),
+    and torch runs it with `cores` intra-op threads; `workers` threads take batches from the queue side by
+    side (use more than one only when `run_batch` may run concurrently with itself). `workers` and
+    `cores` may be functions: they are called once, on a worker thread, when the model has loaded (finding
+    the device imports torch, which must not happen on the caller's thread). `on_close` runs after the
+    last batch.
     """
 
     def __init__(
@@ -67,9 +71,9 @@ class Batcher(Generic[In, Out]):
         max_wait_s: float = 0.02,
         warm_up: Callable[[], object] | None = None,
         *,
-        workers: int = 1,
+        workers: int | Callable[[], int] = 1,
         budget: ComputeBudget | None = None,
-        cores: int = 1,
+        cores: int | Callable[[], int] = 1,
         on_close: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
@@ -77,20 +81,41 @@ class Batcher(Generic[In, Out]):
         self.run_batch = run_batch
         self.warm_up = warm_up
         self._warming = False
+        self.warmed = threading.Event()  # set once the model has loaded (or failed to), or the first batch ran
         self.batch_size = max(1, batch_size)
         self.max_wait_s = max_wait_s
         self.budget = budget
-        self.cores = cores
+        self.cores = cores if isinstance(cores, int) else 1
         self.seconds = 0.0  # compute time, for reports
         self.items = 0
         self._counts = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._workers = [
-            threading.Thread(target=self._work, name=f"batch-{name}-{number}", daemon=True)
-            for number in range(max(1, workers))
-        ]
-        for worker in self._workers:
+        self._workers: list[threading.Thread] = []
+        self._staffing = threading.Lock()
+        self._closed = False
+        self._plan: tuple[Callable[[], int], Callable[[], int]] | None = None
+        if callable(workers) or callable(cores):
+            self._plan = (_as_function(workers), _as_function(cores))
+        self._add_workers(1 if callable(workers) else max(1, workers))
+
+    def _add_workers(self, count: int) -> None:
+        for _ in range(count):
+            worker = threading.Thread(target=self._work, name=f"batch-{self.name}-{len(self._workers)}", daemon=True)
+            self._workers.append(worker)
             worker.start()
+
+    def _settle(self) -> None:
+        """Decide `cores` and the number of workers, once, on a worker thread (see the class docstring)."""
+        with self._staffing:
+            plan, self._plan = self._plan, None
+        if plan is None:
+            return
+        workers, cores = plan
+        self.cores = cores()
+        count = max(1, workers())
+        with self._staffing:
+            if not self._closed:
+                self._add_workers(count - len(self._workers))
 
     @property
     def workers(self) -> int:
@@ -108,10 +133,21 @@ class Batcher(Generic[In, Out]):
             self._warming = True
             self._queue.put(_WARM_UP)
 
-    def close(self) -> None:
-        """Finish what was submitted, then stop the workers."""
-        for _ in self._workers:
-            self._queue.put(_STOP)
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers after what is queued, then run `on_close`. `wait=False` returns at once (e.g.
+        a model still loading when the user pressed Ctrl-C); the interpreter then waits for the workers at
+        exit, because native libraries abort the process when torn down under a thread that is still
+        loading a model. (The CLI leaves with `os._exit` after an interrupted run, so it does not wait.)"""
+        with self._staffing:
+            self._closed = True  # no worker is added from now on: each one gets its stop
+            for _ in self._workers:
+                self._queue.put(_STOP)
+        if wait:
+            self._finish()
+        else:
+            atexit.register(self._finish)
+
+    def _finish(self) -> None:
         for worker in self._workers:
             worker.join()
         if self.on_close is not None:
@@ -154,12 +190,18 @@ class Batcher(Generic[In, Out]):
             self.warm_up()
         except Exception as exc:  # the first real batch reports the problem against its images
             log.debug("warming up %s failed: %s", self.name, exc)
+        finally:
+            self._settle()
+            self.warmed.set()
 
     def _run(self, batch: list[_Request[In, Out]]) -> None:
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        with self._cores():
+        self._settle()
+        if self._warming:  # another worker is loading the model: wait for it with the requests still cancellable
+            self.warmed.wait()
+        with self._cores():  # requests waiting for cores can still be cancelled too
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if not live:
+                return
             started = time.perf_counter()
             try:
                 outputs: Sequence[Out] | None = self.run_batch([r.item for r in live])
@@ -182,17 +224,22 @@ class Batcher(Generic[In, Out]):
         with self._counts:
             self.seconds += elapsed
             self.items += len(live)
+        self.warmed.set()
 
     @contextmanager
     def _cores(self) -> Iterator[None]:
         """Hold this batch's cores of the budget, with torch (once a model has imported it) set to use them."""
-        if self.budget is None:
+        if self.budget is None or self.cores == 0:
             yield
             return
         with self.budget.hold(self.cores):
             if "torch" in sys.modules:  # never import torch just for this: a colours-only run does not need it
                 use_cpu_threads(self.cores)
             yield
+
+
+def _as_function(value: int | Callable[[], int]) -> Callable[[], int]:
+    return value if callable(value) else lambda: value
 
 
 def tool_batcher(
@@ -202,17 +249,18 @@ def tool_batcher(
 
     With a `budget` and a model on the CPU, a thread-safe tool gets a worker per share of the cores and
     runs each batch with `budget.threads_per_batch` threads; any other tool gets one worker whose batches
-    take every core while they run. Without a budget, or on a GPU: one worker, no cores held.
+    take every core while they run. On a GPU: one worker, batching across images, no cores held. (Where
+    the model runs is known once it has loaded, on the worker thread.) Without a budget: one worker.
     """
-    if budget is None or not tool.uses_cpu():
+    if budget is None:
         return Batcher(tool.name, tool.run, batch_size, warm_up=tool.load)
-    cores = budget.threads_per_batch if tool.thread_safe else budget.cores
-    return Batcher(
-        tool.name,
-        tool.run,
-        batch_size,
-        warm_up=tool.load,
-        workers=budget.workers_for(cores),
-        budget=budget,
-        cores=cores,
-    )
+
+    def cores() -> int:
+        if not tool.uses_cpu():
+            return 0
+        return budget.threads_per_batch if tool.thread_safe else budget.cores
+
+    def workers() -> int:
+        return budget.workers_for(budget.threads_per_batch) if tool.thread_safe and tool.uses_cpu() else 1
+
+    return Batcher(tool.name, tool.run, batch_size, warm_up=tool.load, workers=workers, budget=budget, cores=cores)

@@ -21,6 +21,12 @@ class LlmGate:
         self.unpriced_calls = 0
         self.skipped_for_budget = 0
         self.fatal: Exception | None = None  # set when the server refuses for good: no further calls
+        self.problem: str | None = None  # the first reason an image got no LLM answer (server unreachable...)
+
+    def note_problem(self, reason: str) -> None:
+        """Remember why an image got no answer, for the run's summary (the first reason is kept)."""
+        if self.problem is None:
+            self.problem = reason
 
     def refuse_all(self, error: Exception) -> None:
         """Stop admitting calls: every later `slot()` raises `error`."""

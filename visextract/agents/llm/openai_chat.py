@@ -81,6 +81,7 @@ class OpenAIVisionLlm:
         self._mode_index = 0
         self._mode_confirmed = False
         self._probe_lock = asyncio.Lock()
+        self._warned_unreachable = False  # one console warning per run when the server does not answer
 
     @property
     def model_name(self) -> str:
@@ -109,6 +110,14 @@ class OpenAIVisionLlm:
             mode = MODES[mode_index]
 
             def record_failure(exc: BaseException, seconds: float, mode: str = mode) -> None:
+                if is_transient(exc) and not self._warned_unreachable:
+                    self._warned_unreachable = True
+                    log.warning(
+                        "the LLM server %s is not answering (%s); retrying, and images it cannot answer get "
+                        "tools-only records marked needs_review",
+                        self.base_url,
+                        describe_error(exc),
+                    )
                 calls.append(
                     CallLog(
                         model=self.model,

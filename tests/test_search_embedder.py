@@ -17,7 +17,7 @@ import visextract as vx
 from visextract.agents.extraction_nodes import save_record
 from visextract.agents.extraction_state import ExtractionContext
 from visextract.config import Settings
-from visextract.local_models.embedder import DIMENSIONS, EmbedderProcess, embed_texts
+from visextract.local_models.embedder import DIMENSIONS, EmbedderProcess, embed_texts, shared_embedder_process
 from visextract.schemas.registry import load_schema
 from visextract.store import Store
 from visextract.store.tables import RecordEmbeddingRow, RecordRow
@@ -49,6 +49,17 @@ def test_an_embedding_process_that_died_fails_with_one_clear_line_and_stays_fail
         process.embed(TEXTS)
     assert str(again.value) == str(first.value) and "\n" not in str(first.value)
     process.close()
+
+
+def test_runs_in_one_process_share_one_embedding_process(photos, tmp_path):
+    for number in (1, 2):
+        db = f"sqlite:///{tmp_path / f'run{number}.db'}"
+        vx.Extractor(db=db, tools=["colors"], llm=None).run(photos / "coffee.jpg", photos / "page.png")
+        with Store(db).read() as session:
+            assert len(session.exec(select(RecordEmbeddingRow)).all()) == 2
+        if number == 1:
+            first = shared_embedder_process(1).pid
+    assert first is not None and shared_embedder_process(1).pid == first  # started once, not per run
 
 
 def test_a_run_never_imports_torch_for_its_search_index(photos, tmp_path):

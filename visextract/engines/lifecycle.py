@@ -186,11 +186,12 @@ class RunPlan:
 
 def search_embedder(budget: ComputeBudget) -> Batcher[str, bytes]:
     """Search text -> float32 vector bytes (as stored in `record_embedding`), in batches, computed by
-    MiniLM in a child process (`EmbedderProcess`: its loading never holds up the run's event loop)."""
-    from visextract.local_models.embedder import EmbedderProcess
+    MiniLM in a child process shared by the runs of this process (`EmbedderProcess`: its loading never
+    holds up the run's event loop)."""
+    from visextract.local_models.embedder import shared_embedder_process
     from visextract.tools.batcher import Batcher
 
-    process = EmbedderProcess(threads=budget.threads_per_batch)
+    process = shared_embedder_process(budget.threads_per_batch)
     return Batcher(
         "embed",
         lambda texts: [vector.tobytes() for vector in process.embed(texts)],
@@ -198,7 +199,6 @@ def search_embedder(budget: ComputeBudget) -> Batcher[str, bytes]:
         warm_up=process.start,
         budget=budget,
         cores=budget.threads_per_batch,
-        on_close=process.close,
     )
 
 

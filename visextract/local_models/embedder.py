@@ -11,6 +11,7 @@ GIL and the import lock while the run's event loop is sending LLM requests.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -88,6 +89,15 @@ class EmbedderProcess:
         self._failure: str | None = None
         self._lock = threading.Lock()
 
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> None:
         """Start the child and wait until its model is loaded (no-op once started). Raises RuntimeError."""
         with self._lock:
@@ -114,7 +124,7 @@ class EmbedderProcess:
             return np.frombuffer(data, dtype=np.float32).reshape(len(texts), DIMENSIONS)
 
     def close(self) -> None:
-        """Let the child finish and exit (killed if it does not within 10 s)."""
+        """Let the child exit (killed if it does not within 2 s: it may still be loading; nothing is lost)."""
         with self._lock:
             process, self._process = self._process, None
             if process is None:
@@ -122,7 +132,7 @@ class EmbedderProcess:
             assert process.stdin is not None
             try:
                 process.stdin.close()
-                process.wait(timeout=10)
+                process.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 process.kill()
                 process.wait()
@@ -172,6 +182,21 @@ class EmbedderProcess:
         if self._process is not None:
             self._process.kill()
         raise RuntimeError(self._failure)
+
+
+_processes: dict[int, EmbedderProcess] = {}
+_processes_lock = threading.Lock()
+
+
+def shared_embedder_process(threads: int = 1) -> EmbedderProcess:
+    """This process's embedding child for `threads` threads, shared by every run (started once, on first
+    use; stopped at exit). One that failed is replaced, so a later run tries again."""
+    with _processes_lock:
+        process = _processes.get(threads)
+        if process is None or process.failed:
+            process = _processes[threads] = EmbedderProcess(threads)
+            atexit.register(process.close)
+        return process
 
 
 def serve() -> None:

@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/memory.py [--small 200] [--large 2000] [--tools classifier,colors]
 
-Each size runs in a fresh process; its peak RSS is read from the kernel. Cheap tools keep the 2,000-image
-run to a few minutes; memory per image in flight is what matters, not which models run.
+Each size runs in a fresh process; its peak RSS is read from the kernel, and so is the search embedder's
+(a child process). Cheap tools keep the 2,000-image run to a few minutes; memory per image in flight is
+what matters, not which models run. Ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -21,19 +23,23 @@ from _photos import make_photos
 RUN = """
 import resource, sys, time
 import visextract as vx
+from visextract.local_models.embedder import shared_embedder_process
 started = time.perf_counter()
 summary = vx.Extractor(db=sys.argv[1], tools=sys.argv[3].split(","), llm=None).run(sys.argv[2])
+seconds = round(time.perf_counter() - started, 1)
+shared_embedder_process(1).close()  # a child's peak is counted once it has exited
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-print(summary.processed, round(time.perf_counter() - started, 1), rss_mb)
+embedder_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+print(summary.processed, seconds, rss_mb, embedder_mb)
 """
 
 
-def measure(folder: Path, db: str, tools: str) -> tuple[int, float, int]:
+def measure(folder: Path, db: str, tools: str) -> tuple[int, float, int, int]:
     out = subprocess.run(
         [sys.executable, "-c", RUN, db, str(folder), tools], capture_output=True, text=True, check=True
     )
-    processed, seconds, rss = out.stdout.split()
-    return int(processed), float(seconds), int(rss)
+    processed, seconds, rss, embedder = out.stdout.split()
+    return int(processed), float(seconds), int(rss), int(embedder)
 
 
 def main() -> None:
@@ -52,11 +58,15 @@ def main() -> None:
         print(f"made {args.large} photos in {time.perf_counter() - started:.0f} s; tools: {args.tools}")
         results = {}
         for name, count in (("small", args.small), ("large", args.large)):
-            processed, seconds, rss = measure(root / name, f"sqlite:///{root / name}.db", args.tools)
-            results[name] = rss
-            print(f"{count:6d} images: {processed} processed in {seconds:.0f} s, peak RSS {rss} MB")
-        ratio = results["large"] / results["small"]
+            processed, seconds, rss, embedder = measure(root / name, f"sqlite:///{root / name}.db", args.tools)
+            results[name] = {"images": count, "seconds": seconds, "peak_rss_mb": rss, "embedder_peak_rss_mb": embedder}
+            print(
+                f"{count:6d} images: {processed} processed in {seconds:.0f} s, peak RSS {rss} MB "
+                f"(search embedder process: {embedder} MB)"
+            )
+        ratio = results["large"]["peak_rss_mb"] / results["small"]["peak_rss_mb"]
         print(f"peak RSS {args.large} vs {args.small} images: {ratio:.2f}x   (target <= 1.2)")
+        print(json.dumps({"bench": "memory", "tools": args.tools, **results, "ratio": round(ratio, 3)}))
 
 
 if __name__ == "__main__":

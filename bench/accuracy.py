@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _photos import make_photos
+from accuracy_checks import PAGE_REFERENCE, cer, group_photo, iou
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = Path(__file__).with_name("page_reference.txt")
 PAGES = ("scanned-page.png", "page.png", "page-5x.png")
 
 
@@ -44,17 +45,6 @@ def photo_set(folder: Path) -> list[Path]:
     group_photo().save(folder / "group-1600.jpg", quality=92)
     paths += [folder / "page-5x.png", folder / "group-1600.jpg"]
     return paths + make_photos(folder / "bench", 24)
-
-
-def group_photo() -> Image.Image:
-    """A 1600 x 1067 picture holding two real faces 40-55 px wide (astronaut, cameraman) and a cat."""
-    import skimage.data
-
-    canvas = Image.new("RGB", (1600, 1067), (120, 130, 125))
-    canvas.paste(Image.fromarray(skimage.data.astronaut()).resize((230, 230)), (100, 300))
-    canvas.paste(Image.fromarray(skimage.data.camera()).convert("RGB").resize((256, 256)), (900, 200))
-    canvas.paste(Image.fromarray(skimage.data.chelsea()).resize((300, 200)), (1200, 700))
-    return canvas
 
 
 def run_tools(paths: list[Path], faces_max_side: int, ocr_detector_side: int) -> dict[str, dict[str, object]]:
@@ -76,31 +66,12 @@ def run_tools(paths: list[Path], faces_max_side: int, ocr_detector_side: int) ->
     return found
 
 
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate: edit distance / reference length, whitespace runs counted as one space."""
-    ref, hyp = " ".join(reference.split()), " ".join(hypothesis.split())
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / max(1, len(ref))
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces-max-side", type=int, default=1024)
     parser.add_argument("--ocr-detector-side", type=int, default=736)
     args = parser.parse_args()
-    reference = REFERENCE.read_text()
+    reference = PAGE_REFERENCE.read_text()
     with tempfile.TemporaryDirectory(prefix="vx-accuracy-") as tmp:
         paths = photo_set(Path(tmp))
         full = run_tools(paths, 0, 0)

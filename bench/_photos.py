@@ -21,12 +21,13 @@ def sample_arrays() -> list[np.ndarray]:
     return arrays
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """`count` distinct JPEGs in a few sizes (each a different crop of a real photo)."""
+def make_photos(folder: Path, count: int, offset: int = 0) -> list[Path]:
+    """`count` distinct JPEGs in a few sizes (each a different crop of a real photo); `offset` skips
+    that many first photos of the sequence, so two folders can hold different photos."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = sample_arrays()
     paths = []
-    for i in range(count):
+    for i in range(offset, offset + count):
         base = Image.fromarray(arrays[i % len(arrays)]).convert("RGB")
         shift = (i // len(arrays)) % 20  # every (source, shift, shift2) triple is a different crop
         shift2 = i // (len(arrays) * 20)
@@ -43,3 +44,10 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` shows them."""
+    import os
+
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())

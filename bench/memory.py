@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/memory.py [--small 200] [--large 2000] [--tools classifier,colors]
 
-Each size runs in a fresh process; its peak RSS is read from the kernel. Cheap tools keep the 2,000-image
-run to a few minutes; memory per image in flight is what matters, not which models run.
+Each size runs in a fresh process; its peak RSS is read from the kernel (the search embedder runs in it).
+Cheap tools keep the 2,000-image run to a few minutes; memory per image in flight is
+what matters, not which models run. Ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -23,8 +25,9 @@ import resource, sys, time
 import visextract as vx
 started = time.perf_counter()
 summary = vx.Extractor(db=sys.argv[1], tools=sys.argv[3].split(","), llm=None).run(sys.argv[2])
+seconds = round(time.perf_counter() - started, 1)
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-print(summary.processed, round(time.perf_counter() - started, 1), rss_mb)
+print(summary.processed, seconds, rss_mb)
 """
 
 
@@ -53,10 +56,11 @@ def main() -> None:
         results = {}
         for name, count in (("small", args.small), ("large", args.large)):
             processed, seconds, rss = measure(root / name, f"sqlite:///{root / name}.db", args.tools)
-            results[name] = rss
+            results[name] = {"images": count, "seconds": seconds, "peak_rss_mb": rss}
             print(f"{count:6d} images: {processed} processed in {seconds:.0f} s, peak RSS {rss} MB")
-        ratio = results["large"] / results["small"]
+        ratio = results["large"]["peak_rss_mb"] / results["small"]["peak_rss_mb"]
         print(f"peak RSS {args.large} vs {args.small} images: {ratio:.2f}x   (target <= 1.2)")
+        print(json.dumps({"bench": "memory", "tools": args.tools, **results, "ratio": round(ratio, 3)}))
 
 
 if __name__ == "__main__":

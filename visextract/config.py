@@ -30,7 +30,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         120_000_000, ge=1, description="larger images are refused as possible decompression bombs"
     )
-    threads: int = Field(0, ge=0, description="CPU threads per model; 0 picks from the core count")
+    threads: int = Field(0, ge=0, description="CPU threads per model batch; 0: one, with batches side by side")
+    faces_max_side: int = Field(
+        1024, ge=0, description="longest side MTCNN searches (faces under 20 px at that size are missed); 0: all"
+    )
+    ocr_detector_side: int = Field(
+        736, ge=0, description="short side the OCR text detector sees; 0: rapidocr's own (large images whole)"
+    )
     llm_model: str = Field("gpt-4o-mini", description="model name for --llm openai (or id/path for --llm local)")
     llm_timeout: float = Field(60.0, gt=0, description="seconds before an LLM request times out (then retried)")
     llm_max_attempts: int = Field(5, ge=1, description="tries per LLM request for transient errors")

@@ -113,6 +113,8 @@ class Extractor:
                 device=self.settings.device,
                 batch_size=self.settings.batch_size,
                 threads=self.settings.threads,
+                faces_max_side=self.settings.faces_max_side,
+                ocr_detector_side=self.settings.ocr_detector_side,
                 detector_threshold=detector_threshold,
                 labels=tuple(labels or ()),
                 question=question,

@@ -21,7 +21,6 @@ from visextract.agents.llm.image_input import encode_for_llm
 from visextract.agents.llm.pricing import cost_usd
 from visextract.errors import VisextractError
 from visextract.images import ImageLoadError, decode_image, read_image_file
-from visextract.local_models.embedder import EMBEDDING_MODEL
 from visextract.schemas.cross_checks import conflicts, cross_check
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.json_schema import strict_json_schema
@@ -279,23 +278,14 @@ async def persist(state: ImageState, runtime: Ctx) -> dict[str, Any]:
 
 
 async def save_record(state: ImageState, ctx: ExtractionContext) -> SaveResult:
-    """Store what `state` holds as the image's record (on the context's single writer thread), then its
-    search-text embedding. The record is durable first; an embedding lost to a crash is made later by
-    `store.search.index_missing_records`."""
+    """Store what `state` holds as the image's record (on the context's single writer thread), then, in
+    the background, its search-text embedding. The record is durable first; an embedding lost to a crash
+    is made later by `store.search.index_missing_records`."""
     draft = _draft(state, ctx)
     loop = asyncio.get_running_loop()
     saved = await loop.run_in_executor(ctx.writer, ctx.store.save, draft)
-    record_id = saved.record_id
     if ctx.embedder is not None and draft.status != "failed" and saved.current:
-        segments = search_segments(draft.data, _evidence(state))
-        try:
-            embedded = await asyncio.wrap_future(ctx.embedder.submit("\n".join(segments)))
-        except Exception as exc:  # search is a convenience: never lose a record over it
-            log.warning("could not embed %s for search: %s", draft.path, exc)
-        else:
-            await loop.run_in_executor(
-                ctx.writer, ctx.store.save_embedding, record_id, EMBEDDING_MODEL, segments, embedded.value
-            )
+        ctx.index_for_search(draft.path, saved.record_id, search_segments(draft.data, _evidence(state)))
     return saved
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -12,14 +13,16 @@ from visextract.agents.llm.base import CallLog, ChatTurn, ImageInput, VisionLlm
 from visextract.agents.llm.gate import LlmGate
 from visextract.config import Settings
 from visextract.images import ImageFile, LoadedImage
+from visextract.local_models.embedder import EMBEDDING_MODEL
 from visextract.schemas.base import RecordSchema
 from visextract.schemas.record import FieldProvenance
 from visextract.schemas.results import ToolResult
 from visextract.store import ImageFacts, Store
 from visextract.store.store import tools_key
 from visextract.tools.base import Tool
-from visextract.tools.batcher import Batcher
+from visextract.tools.batcher import Batched, Batcher
 
+log = logging.getLogger("visextract")
 Outcome = Literal["ok", "failed", "needs_review", "skipped", "cancelled"]
 
 
@@ -104,6 +107,28 @@ class ExtractionContext:
         self.warm_up_started = True
         for batcher in self._all_batchers():
             batcher.start_warm_up()
+
+    def index_for_search(self, path: str, record_id: int, segments: list[str]) -> None:
+        """Embed a stored record's search text and store the vector, in the background.
+
+        The image does not wait for it: an embedder still loading must not hold images in flight, and
+        with them the LLM requests of the images behind. Embeddings queue up and run in batches; the run
+        stores the last ones when it closes the embedder, then the writer.
+        """
+        assert self.embedder is not None and self.writer is not None
+
+        def warn_on_error(done: Future[Any]) -> None:  # search is a convenience: never lose a record over it
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("could not index %s for search: %s", path, done.exception())
+
+        def save(embedded: Future[Batched[bytes]]) -> None:
+            warn_on_error(embedded)
+            if not embedded.cancelled() and embedded.exception() is None:
+                vector = embedded.result().value
+                saved = self.writer.submit(self.store.save_embedding, record_id, EMBEDDING_MODEL, segments, vector)
+                saved.add_done_callback(warn_on_error)
+
+        self.embedder.submit("\n".join(segments)).add_done_callback(save)
 
     def models_ready(self) -> bool:
         """Whether every model has finished loading (or failed to: the images will say why)."""

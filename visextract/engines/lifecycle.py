@@ -32,6 +32,8 @@ from visextract.tools.base import Tool, ToolOptions
 if TYPE_CHECKING:
     from visextract.agents.extraction_state import ExtractionContext
     from visextract.engines.local import RunOutcome
+    from visextract.local_models.compute import ComputeBudget
+    from visextract.tools.batcher import Batcher
 
 log = logging.getLogger("visextract")
 
@@ -88,7 +90,8 @@ class RunPlan:
         """A bad `--device` is a usage error now, before any work."""
         from visextract.local_models.device import pick_device
 
-        pick_device(self.settings.device)
+        if self.settings.device != "auto":  # auto is always valid; checking it would import torch for nothing
+            pick_device(self.settings.device)
 
     def build_tools(self, skip_missing: bool = False) -> list[Tool]:
         """The tools, with unavailable models reported (or dropped with `skip_missing`) before any work."""
@@ -143,26 +146,25 @@ class RunPlan:
         """Build the tools' batchers, the database writer, the search embedder and the LLM gate (`llm_gate`,
         or one of this plan's concurrency and budget)."""
         from visextract.agents.extraction_state import ExtractionContext, LlmSettings
-        from visextract.tools.batcher import Batcher, tool_batcher
+        from visextract.agents.llm.gate import LlmGate
+        from visextract.local_models.compute import ComputeBudget
+        from visextract.tools.batcher import tool_batcher
 
         tools = {tool.name: tool for tool in self.build_tools()}
         llm = self.build_llm()
         settings = self.settings
+        budget = ComputeBudget.for_this_machine(settings.threads)  # the cores, shared by every model
         return ExtractionContext(
             store=Store(settings.db),
             schema=self.schema,
             tools=tools,
-            batchers={name: tool_batcher(tool, settings.batch_size) for name, tool in tools.items()},
+            batchers={name: tool_batcher(tool, settings.batch_size, budget) for name, tool in tools.items()},
             settings=settings,
             run_id=self.run_id,
             force=self.force,
             discard_reviews=self.discard_reviews,
             writer=ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer"),
-            embedder=(
-                Batcher("embed", embed_for_search, batch_size=32, warm_up=lambda: embed_for_search(["warm up"]))
-                if settings.search_index
-                else None
-            ),
+            embedder=search_embedder(budget) if settings.search_index else None,
             stop=stop or threading.Event(),
             llm=LlmSettings(
                 backend=llm,
@@ -216,11 +218,22 @@ class FileListing:
         self.complete = self.limit is None or self.found < self.limit
 
 
-def embed_for_search(texts: Sequence[str]) -> list[bytes]:
-    """Search-text embeddings as float32 bytes, as stored in `record_embedding`."""
+def search_embedder(budget: ComputeBudget) -> Batcher[str, bytes]:
+    """Search text -> float32 vector bytes (as stored in `record_embedding`), in batches on the budget's
+    share of the cores. MiniLM runs as numpy over memory-mapped weights: loading it imports no torch and
+    takes milliseconds, so it never holds up the run's event loop."""
     from visextract.local_models.embedder import embed_texts
+    from visextract.tools.batcher import Batcher
 
-    return [vector.tobytes() for vector in embed_texts(texts)]
+    threads = budget.threads_per_batch
+    return Batcher(
+        "embed",
+        lambda texts: [vector.tobytes() for vector in embed_texts(texts, threads=threads)],
+        batch_size=64,
+        warm_up=lambda: embed_texts(["warm up"]),
+        budget=budget,
+        cores=threads,
+    )
 
 
 Engine = Callable[[RunPlan, Iterable[Path | str], threading.Event], Awaitable["RunOutcome"]]

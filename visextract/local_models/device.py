@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import TYPE_CHECKING
 
 from visextract.errors import UsageError
@@ -50,13 +49,20 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@cache
-def configure_cpu_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads once per process; 0 means one per available core."""
+def use_cpu_threads(count: int) -> int:
+    """Make torch operations called from this thread use `count` intra-op threads; returns the count.
+
+    With torch's OpenMP backend (the Linux and Windows wheels) the count belongs to the calling thread:
+    each batcher worker sets its own, and they do not change each other's. This thread's count is
+    settled first (`get_num_threads`), so a later call from another thread cannot change it; threads that
+    have not run torch yet start from the last count set anywhere. With other backends the count is
+    process-wide: the last one set wins.
+    """
     import torch
 
-    count = max(1, threads or available_cores())
-    torch.set_num_threads(count)
+    count = max(1, count)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
     return count
 
 

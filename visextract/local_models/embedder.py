@@ -12,6 +12,7 @@ sentence-transformers' within 1e-5.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -178,19 +179,22 @@ def _numpy_blas() -> Any:
     return ThreadpoolController().select(prefix="libscipy_openblas")
 
 
-def embed_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length float32 embeddings, one row per text (texts of similar length are batched together)."""
+def embed_texts(texts: Sequence[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+    """Unit-length float32 embeddings, one row per text (texts of similar length are batched together).
+
+    `threads` caps numpy's BLAS threads for the call (a run gives its compute budget's share); a few
+    texts (a search query) always use one."""
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
     encoder = _encoder()
     if len(texts) <= SMALL_BATCH:
         # A query's few tokens make small matrices: BLAS threads only add hand-offs (and, on a busy
         # machine, waits for a free core), so one thread is both faster and steadier.
-        with _numpy_blas().limit(limits=1):
-            return encoder.encode(list(texts)).astype(np.float32, copy=False)
+        threads = 1
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     vectors = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        vectors[chosen] = encoder.encode([texts[i] for i in chosen])
+    with _numpy_blas().limit(limits=threads) if threads else contextlib.nullcontext():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            vectors[chosen] = encoder.encode([texts[i] for i in chosen])
     return vectors

@@ -86,11 +86,10 @@ def load_hf_model(model: str, auto_class: str, device_name: str = "auto", **kwar
 
     load_hf_model("google/vit-base-patch16-224", "AutoModelForImageClassification")
     """
-    from visextract.local_models.device import configure_cpu_threads, pick_device, pick_dtype
+    from visextract.local_models.device import pick_device, pick_dtype
 
     device = pick_device(device_name)
     dtype = pick_dtype(device)
-    configure_cpu_threads()
 
     def load() -> Any:
         import transformers

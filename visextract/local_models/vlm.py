@@ -160,7 +160,10 @@ class LocalVlm:
         json_schema: dict[str, Any],
     ) -> GeneratedJson:
         """Greedy, grammar-constrained JSON for `json_schema`; `image` goes with the first user message."""
+        from visextract.local_models.device import available_cores, use_cpu_threads
+
         with _generate_lock:
+            use_cpu_threads(available_cores())  # this thread's torch ops; tool batches set their own
             loaded = self._load()
             inputs = self._inputs(loaded, messages, image)
             first = self._pass(loaded, json_schema, tight=False)

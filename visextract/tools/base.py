@@ -21,7 +21,9 @@ class ToolOptions:
     models: dict[str, str] = field(default_factory=dict)
     device: str = "auto"
     batch_size: int = 8
-    threads: int = 0
+    threads: int = 0  # intra-op threads per CPU batch; 0: one (see local_models.compute)
+    faces_max_side: int = 1024  # longest side MTCNN searches; 0: the whole working copy
+    ocr_detector_side: int = 736  # short side the OCR text detector sees; 0: rapidocr's own choice
     detector_threshold: float | None = None  # None: each detector's own default
     labels: tuple[str, ...] = ()
     question: str | None = None
@@ -33,9 +35,12 @@ class Tool(ABC):
 
     Subclasses set `name` and implement `model_id`, `load` and `predict`; `tools.registry` lists
     them with their result type. Models load lazily, once per process, through `local_models.cache`.
+    A tool whose `predict` may run on several threads at once (sharing one model) sets `thread_safe`;
+    on the CPU it then gets a worker per core (see `local_models.compute`).
     """
 
     name: ClassVar[str]
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, options: ToolOptions) -> None:
         self.options = options
@@ -58,6 +63,10 @@ class Tool(ABC):
     def missing_reason(self, may_download: bool = True) -> str | None:
         """Why the model cannot be loaded here, or None when it can (checked without loading it)."""
         return None
+
+    def uses_cpu(self) -> bool:
+        """Whether the model computes on the CPU (and so shares the run's cores), not on a GPU."""
+        return True
 
     def usage_problem(self) -> str | None:
         """What is wrong with the options for this tool (e.g. zeroshot without --labels), or None."""

@@ -23,16 +23,21 @@ CROP = 224
 
 class BundledClassifier(Tool):
     name = "classifier"
+    thread_safe = True
 
     @property
     def model_id(self) -> str:
         return EFFICIENTNET_LITE0_ID
 
+    def uses_cpu(self) -> bool:
+        from visextract.local_models.device import pick_device
+
+        return pick_device(self.options.device).type == "cpu"
+
     def _model(self) -> Any:
-        from visextract.local_models.device import configure_cpu_threads, pick_device
+        from visextract.local_models.device import pick_device
 
         device = pick_device(self.options.device)
-        configure_cpu_threads(self.options.threads)
         return cached_model(f"efficientnet-lite0@{device}", lambda: load_efficientnet_lite0().to(device))
 
     def load(self) -> None:

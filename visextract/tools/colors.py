@@ -18,6 +18,7 @@ MIN_FRACTION = 0.02
 
 class DominantColors(Tool):
     name = "colors"
+    thread_safe = True
 
     @property
     def model_id(self) -> str:

@@ -29,6 +29,11 @@ class HfTool(Tool):
     def missing_reason(self, may_download: bool = True) -> str | None:
         return missing_reason(self.model_id, may_download=may_download)
 
+    def uses_cpu(self) -> bool:
+        from visextract.local_models.device import pick_device
+
+        return pick_device(self.options.device).type == "cpu"
+
     def model(self) -> Any:
         return load_hf_model(self.model_id, self.auto_class, self.options.device)
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from visextract.local_models.cache import cached_model
+from visextract.local_models.compute import batch_threads
 from visextract.schemas.results import NsfwFinding, ToolResult
 from visextract.tools.base import Tool, clip_box
 
@@ -17,6 +18,7 @@ MIN_SCORE = 0.3
 
 class NudeNetDetector(Tool):
     name = "nsfw"
+    thread_safe = True  # onnxruntime sessions run concurrently
 
     @property
     def model_id(self) -> str:
@@ -26,12 +28,21 @@ class NudeNetDetector(Tool):
         return f"min_score={MIN_SCORE}"
 
     def _detector(self) -> Any:
+        threads = batch_threads(self.options.threads)
+
         def load() -> Any:
+            import onnxruntime
             from nudenet import NudeDetector
 
-            return NudeDetector()
+            detector = NudeDetector()
+            options = onnxruntime.SessionOptions()  # NudeDetector's own session takes every core
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            detector.onnx_session = onnxruntime.InferenceSession(
+                detector.onnx_session._model_path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            return detector
 
-        return cached_model("nudenet", load)
+        return cached_model(f"nudenet@{threads}", load)
 
     def load(self) -> None:
         self._detector()

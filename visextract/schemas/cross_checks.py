@@ -19,6 +19,7 @@ from difflib import SequenceMatcher
 from functools import cache
 from typing import Any
 
+from visextract.color_names import NAMED_COLORS, lab_distance
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.record import EvidenceRef, FieldProvenance
 
@@ -219,8 +220,6 @@ def check_category(value: Any, evidence: ToolEvidence) -> FieldProvenance:
 
 def check_color(value: Any, evidence: ToolEvidence) -> FieldProvenance:
     """A colour name (or list of names) must be close to one of the image's dominant colours."""
-    from visextract.tools.colors import NAMED_COLORS, lab_distance
-
     if value in (None, "", []):
         return llm_field(None, "empty")
     if not evidence.ran("colors"):

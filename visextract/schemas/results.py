@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visextract.color_names import color_name
+
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")]
 
 
@@ -85,8 +87,6 @@ class ColorShare(ToolResult):
     fraction: float = Field(ge=0, le=1)
 
     def summary(self) -> str:
-        from visextract.tools.colors import color_name
-
         return f"{color_name(self.hex)} {self.hex} {self.fraction:.0%}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from visextract.color_names import color_name
 from visextract.schemas.base import FilledFields, RecordSchema
 from visextract.schemas.evidence import ToolEvidence
 from visextract.schemas.record import FieldProvenance
@@ -24,8 +25,6 @@ class Scene(BaseModel):
 
 def fill_scene(evidence: ToolEvidence) -> FilledFields:
     """Labels from the classifier, faces counted, OCR lines joined, colours named."""
-    from visextract.tools.colors import color_name
-
     filled = FilledFields()
     none = FieldProvenance(source=None, note="the tool this field needs was not run")
 

@@ -11,6 +11,7 @@ import json
 from functools import cache
 from typing import Any
 
+from visextract.color_names import color_name
 from visextract.schemas.evidence import ToolEvidence
 
 LABEL_MIN_SCORE = 0.1
@@ -41,8 +42,6 @@ def search_segments(data: dict[str, Any] | None, evidence: ToolEvidence) -> list
         else:
             segments.append(f"some text is visible: {text[:MAX_TEXT_CHARS]}")
     if evidence.colors:
-        from visextract.tools.colors import color_name
-
         names = dict.fromkeys(color_name(c.hex) for c in evidence.colors if c.fraction >= 0.1)
         if names:
             segments.append("colors: " + ", ".join(names))

@@ -16,13 +16,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from visextract.store.store import Store, listed
-from visextract.store.tables import ImagePathRow, ImageRow, RecordRow, RecordSchemaRow
+from visextract.store.tables import ImagePathRow, ImageRow, RecordRow, RecordSchemaRow, listed
+
+if TYPE_CHECKING:
+    from visextract.store.store import Store
 
 MAX_PAGE = 200
 TOP_LABELS = 20

@@ -7,14 +7,16 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
 from visextract.errors import UsageError
 from visextract.store.parquet import write_parquet
-from visextract.store.store import Store, listed
-from visextract.store.tables import ImageRow, RecordRow, RecordSchemaRow, ToolResultRow
+from visextract.store.tables import ImageRow, RecordRow, RecordSchemaRow, ToolResultRow, listed
+
+if TYPE_CHECKING:
+    from visextract.store.store import Store
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet", "gold")
 _BATCH = 500

@@ -28,6 +28,7 @@ from visextract.store.tables import (
     RecordSchemaRow,
     RunRow,
     ToolResultRow,
+    listed,
     utc_now,
 )
 from visextract.store.views import TypedView, create_typed_view, typed_view
@@ -641,11 +642,6 @@ def _made_in_run(session: Session, subject: str, schema_name: str, run_id: int) 
         )
     ).first()
     return None if row is None else (row[0], row[1])
-
-
-def listed(include_missing: bool = False) -> tuple[Any, ...]:
-    """The conditions for the records users see: current, and (unless `include_missing`) not missing."""
-    return (col(RecordRow.is_current),) if include_missing else (col(RecordRow.is_current), ~col(RecordRow.missing))
 
 
 def _keeps_over(current: RecordRow, draft: RecordDraft) -> bool:

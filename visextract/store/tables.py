@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 JsonColumn = JSON()  # json, not jsonb, on PostgreSQL: keeps key order as written
 NullableJson = JSON(none_as_null=True)  # Python None is SQL NULL (not the JSON text 'null'): `IS NULL` works
@@ -197,3 +197,8 @@ class RecordEmbeddingRow(SQLModel, table=True):
     model: str
     segments: list[str] = Field(default_factory=list, sa_column=Column(JsonColumn, nullable=False))
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False), description="float32, unit length")
+
+
+def listed(include_missing: bool = False) -> tuple[Any, ...]:
+    """The conditions for the records users see: current, and (unless `include_missing`) not missing."""
+    return (col(RecordRow.is_current),) if include_missing else (col(RecordRow.is_current), ~col(RecordRow.missing))

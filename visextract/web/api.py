@@ -21,7 +21,7 @@ from visextract.errors import QueryRefusedError, UsageError, VisextractError
 from visextract.store.browse import exported, find_page, hashes_of_paths
 from visextract.store.export import records_for
 from visextract.store.review import ReviewConflictError, ReviewRefusedError
-from visextract.web.app import Context, WebContext
+from visextract.web.context import Context, WebContext
 from visextract.web.params import AskBody, Records, ReviewBody, SchemaName, Sha256, SqlBody
 
 router = APIRouter(prefix="/api")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 
 from visextract.store.browse import is_image
-from visextract.web.app import Context, WebContext
+from visextract.web.context import Context, WebContext
 from visextract.web.params import Sha256
 
 THUMB_SIDE = 320

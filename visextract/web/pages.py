@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from visextract.store import browse
 from visextract.store.export import records_for
-from visextract.web.app import Context, WebContext
+from visextract.web.context import Context, WebContext
 from visextract.web.forms import form_fields
 from visextract.web.overlays import evidence_ids, overlays
 from visextract.web.params import RecordQuery, Records, SchemaName, Sha256

@@ -83,9 +83,6 @@ def one_cpu_thread() -> Iterator[None]:
     """Tiny models decode fastest on one thread, and a busy shared CPU slows multi-threaded torch ~5x."""
     import torch
 
-    from visextract.local_models.device import configure_cpu_threads
-
-    configure_cpu_threads()  # the once-per-process setting, done now so that loading does not redo it
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -206,7 +206,8 @@ def test_force_redoes_and_keeps_history(photos, tmp_path, cli):
 
 
 def test_force_redoes_a_duplicated_image_once(photos, tmp_path, cli):
-    """Two copies of one image: --force makes one new version (from the first copy), not one per copy."""
+    """Two copies of one image: --force makes one new version (from whichever copy comes first), not one
+    per copy."""
     folder = tmp_path / "copies"
     folder.mkdir()
     for name in ("a.jpg", "b.jpg"):
@@ -217,10 +218,8 @@ def test_force_redoes_a_duplicated_image_once(photos, tmp_path, cli):
     forced = cli("run", folder, "--db", db, "--tools", "colors", "--force")
     assert "1 processed" in forced.stdout and "1 skipped" in forced.stdout
     history = [json.loads(line) for line in cli("export", "--db", db, "--all-versions").stdout.splitlines()]
-    assert [(r["version"], r["is_current"], Path(r["path"]).name) for r in history] == [
-        (1, False, "a.jpg"),
-        (2, True, "a.jpg"),
-    ]
+    assert sorted((r["version"], r["is_current"]) for r in history) == [(1, False), (2, True)]
+    assert {Path(r["path"]).name for r in history} <= {"a.jpg", "b.jpg"}  # copies run side by side
 
 
 def test_a_run_stores_one_record_per_image_even_when_two_workers_race(photos, tmp_path):

@@ -223,3 +223,21 @@ def test_a_worker_leaves_a_fair_share_of_the_queue_to_the_others():
 def test_the_budget_comes_from_the_threads_setting(threads):
     budget = ComputeBudget.for_this_machine(threads)
     assert budget.threads_per_batch == min(max(1, threads), budget.cores)
+
+
+def test_a_ray_workers_threads_size_its_runs_batches(tmp_path):
+    """A Ray worker's plan carries its share of the node as the tools' threads (`worker_plan`): its run's
+    batches use that many threads each, as its onnxruntime sessions do (one setting, not two)."""
+    import asyncio
+
+    import visextract as vx
+    from visextract.engines.ray import WorkerShape, worker_plan
+
+    extractor = vx.Extractor(db=f"sqlite:///{tmp_path / 'w.db'}", tools=["colors"], llm=None)
+    plan = worker_plan(extractor.plan, WorkerShape(1, num_cpus=2, num_gpus=0, threads=2))
+    context = plan.open_context()
+    try:
+        budget = context.batchers["colors"].budget
+        assert budget is not None and budget.threads_per_batch == min(2, budget.cores)
+    finally:
+        asyncio.run(plan.close_context(context))

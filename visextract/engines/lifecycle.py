@@ -153,7 +153,7 @@ class RunPlan:
         tools = {tool.name: tool for tool in self.build_tools()}
         llm = self.build_llm()
         settings = self.settings
-        budget = ComputeBudget.for_this_machine(settings.threads)  # the cores, shared by every model
+        budget = ComputeBudget.for_this_machine(self.tool_options.threads)  # the cores, shared by every model
         return ExtractionContext(
             store=Store(settings.db),
             schema=self.schema,

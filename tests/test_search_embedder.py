@@ -106,3 +106,22 @@ def test_a_failed_embedding_is_a_warning_and_the_record_stays(photos, tmp_path, 
     with store.read() as session:
         assert session.get(RecordRow, record_id) is not None
         assert session.get(RecordEmbeddingRow, record_id) is None
+
+
+def test_a_large_batch_of_long_texts_is_embedded_in_bounded_memory_with_the_same_vectors():
+    """8 texts of 256 tokens: one pass would hold 8 x 12 heads x 256 x 256 attention scores (25 MB, and
+    several copies of them); in passes of TOKENS_PER_PASS tokens the peak stays small, and each vector is
+    what the text gets on its own."""
+    import tracemalloc
+
+    texts = [f"photo {i}: " + " ".join(f"word{i}x{j}" for j in range(60)) for i in range(8)]
+    embed_texts(texts[:2])  # the model is loaded outside the measurement
+    tracemalloc.start()
+    try:
+        vectors = embed_texts(texts)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 75 * 2**20, f"peak {peak / 2**20:.0f} MB"
+    alone = np.vstack([embed_texts([text]) for text in texts[:2]])
+    np.testing.assert_allclose(vectors[:2], alone, atol=1e-5)

@@ -29,6 +29,7 @@ from visextract.local_models.cache import cached_model
 EMBEDDING_MODEL = MINILM_ID
 DIMENSIONS = 384
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
+TOKENS_PER_PASS = 1024  # tokens computed at once: bounded working memory, and faster than larger passes
 SMALL_BATCH = 4  # up to this many texts (a search query) are embedded on one BLAS thread
 _HEADS = 12
 _LAYER_NORM_EPS = 1e-12
@@ -103,11 +104,18 @@ class MiniLmEncoder:
         )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length sentence embeddings of one batch (padded to its longest text)."""
+        """Unit-length sentence embeddings of one batch, computed TOKENS_PER_PASS tokens at a time (each
+        pass padded only to its own longest text), so working memory stays bounded whatever the batch."""
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
-        batch, length = ids.shape
+        rows = max(1, TOKENS_PER_PASS // ids.shape[1])
+        return np.concatenate([self._encode(ids[i : i + rows], mask[i : i + rows]) for i in range(0, len(ids), rows)])
+
+    def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        length = max(1, int(mask.sum(axis=1).max()))  # padding is on the right: drop columns of padding only
+        ids, mask = ids[:, :length], mask[:, :length]
+        batch = ids.shape[0]
         x = self.word[ids.reshape(-1)] + np.tile(self.position[:length], (batch, 1)) + self.token_type[0]
         x = _layer_norm(x, self.embedding_norm)  # (batch * length, 384): every matmul below is one 2-D GEMM
         # padding keys get the most negative float added, as transformers does (exp underflows to 0)
@@ -116,9 +124,13 @@ class MiniLmEncoder:
         for layer in self.layers:
             qkv = (x @ layer.qkv + layer.qkv_bias).reshape(batch, length, 3, _HEADS, head)
             q, k, v = (np.ascontiguousarray(qkv[:, :, i].transpose(0, 2, 1, 3)) for i in range(3))
-            scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1 / math.sqrt(head)) + key_bias
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            context = (scores / scores.sum(axis=-1, keepdims=True)) @ v  # (batch, heads, length, head)
+            scores = q @ k.transpose(0, 1, 3, 2)
+            scores *= np.float32(1 / math.sqrt(head))
+            scores += key_bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = scores @ v  # (batch, heads, length, head)
             context = context.transpose(0, 2, 1, 3).reshape(batch * length, DIMENSIONS)
             x = _layer_norm(context @ layer.attention_out + layer.attention_out_bias + x, layer.attention_norm)
             hidden = _gelu(x @ layer.intermediate + layer.intermediate_bias)
@@ -159,12 +171,28 @@ def _layer_norm(x: np.ndarray, weight_bias: tuple[np.ndarray, np.ndarray]) -> np
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU, x * Φ(x), with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7)."""
-    z = np.abs(x) * np.float32(1 / math.sqrt(2))
-    t = 1 / (1 + np.float32(0.3275911) * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = np.copysign(1 - poly.astype(np.float32) * np.exp(-z * z), x)
-    return x * np.float32(0.5) * (1 + erf)
+    """BERT's exact GELU, x * Φ(x), with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+
+    Computed in place in three arrays of x's size (x itself is overwritten: callers pass a fresh one)."""
+    z = np.abs(x)
+    z *= np.float32(1 / math.sqrt(2))
+    t = z * np.float32(0.3275911)
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(1.061405429)
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += np.float32(coefficient)
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z
+    np.subtract(1, poly, out=poly)  # erf(|x| / sqrt 2)
+    np.copysign(poly, x, out=poly)
+    poly += 1
+    poly *= np.float32(0.5)
+    x *= poly
+    return x
 
 
 def _encoder() -> MiniLmEncoder:

@@ -5,7 +5,8 @@ product): k-means cells, of which a search scans the NPROBE nearest. It is memor
 a search process holds only the pages it reads (a few MB per query), whatever the collection's size.
 Vectors added since the main index was built sit in a small exact "delta"; keys removed since are
 filtered out. When the delta grows past a limit the caller merges it into a new main index.
-(faiss IVF was chosen over usearch's and hnswlib's HNSW graphs by measurement; see issue 17.)
+(faiss IVF was chosen over usearch's and hnswlib's HNSW graphs by measurement, `bench/ann_choice.py`: at 1M
+vectors only IVF kept recall@10 >= 0.95 on near-duplicate search texts, in a search process of ~110 MB.)
 
 An index folder holds one snapshot, named by `state.json`:
 

@@ -91,3 +91,11 @@ def test_the_ocr_detector_input_is_rapidocrs_normalisation_in_float32():
     ours, theirs = detector_preprocess(0)(page), DetPreProcess(736, "min")(page)
     assert ours.dtype == theirs.dtype == np.float32
     assert np.abs(ours - theirs).max() < 1e-6
+
+
+def test_the_ocr_sessions_keep_their_working_memory_between_photos():
+    """rapidocr builds its onnxruntime sessions with the CPU memory arena off (every call allocates its
+    activations afresh); the tool rebuilds them with it on: about 20% faster, the same text."""
+    engine = RapidOcr(ToolOptions())._engine()
+    sessions = [engine.text_det.infer.session, engine.text_cls.infer.session, engine.text_rec.session.session]
+    assert [session.get_session_options().enable_cpu_mem_arena for session in sessions] == [True, True, True]

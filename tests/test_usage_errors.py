@@ -5,9 +5,11 @@ replace a usable record (layer 3)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +142,33 @@ def test_read_commands_never_create_a_database(cli, tmp_path, command):
     result = cli(*command, "--db", f"sqlite:///{nope}")
     assert result.exit_code == 1 and ("no visextract database" in result.stderr or "no database" in result.stderr)
     assert not nope.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["status"], ["search", "a cat"], ["export"], ["show", "x.jpg"]])
+def test_read_commands_leave_a_sqlite_file_that_is_not_theirs_byte_for_byte_unchanged(cli, tmp_path, command):
+    """Another program's database, and an empty file: one line, and neither file is changed (no WAL mode,
+    no tables, not even a header written into the empty one)."""
+    other, empty = tmp_path / "other.db", tmp_path / "empty.db"
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+    empty.touch()
+    before = {path: path.read_bytes() for path in (other, empty)}
+    for path in (other, empty):
+        result = cli(*command, "--db", f"sqlite:///{path}")
+        assert result.exit_code == 1 and "no visextract database" in result.stderr, result.output
+    assert {path: path.read_bytes() for path in (other, empty)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]  # no -wal or -shm files
+
+
+@pytest.mark.parametrize("command", [["status"], ["run", "."], ["sql", "SELECT 1"], ["serve"]])
+def test_a_sqlite_url_with_two_slashes_is_one_line_naming_the_right_form(cli, command):
+    result = cli(*command, "--db", "sqlite://photos.db")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.stderr.strip() == (
+        "error: invalid SQLite URL 'sqlite://photos.db': a file is sqlite:///relative/path.db or "
+        "sqlite:////absolute/path.db (three or four slashes)"
+    )
 
 
 def test_python_read_functions_never_create_a_database(tmp_path):

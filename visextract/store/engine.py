@@ -19,9 +19,15 @@ def parse_db_url(url: str) -> URL:
     if "://" not in url:
         url = f"sqlite:///{url}"
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"invalid database URL {url!r}: expected e.g. sqlite:///photos.db") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.port or parsed.username):
+        raise StoreError(
+            f"invalid SQLite URL {url!r}: a file is sqlite:///relative/path.db or sqlite:////absolute/path.db "
+            "(three or four slashes)"
+        )
+    return parsed
 
 
 def open_engine(url: str) -> Engine:

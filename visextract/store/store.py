@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -657,12 +659,25 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:
+    """For read commands: a SQLite file that does not exist, or is not a visextract database (an empty
+    file, another program's database), is a StoreError, found through a read-only connection before
+    anything (WAL mode, a migration) could change the file."""
     parsed = parse_db_url(url)
     database = parsed.database or ""
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
         return
-    if not Path(database).expanduser().is_file():
-        raise StoreError(f"no visextract database at {url}: run `visextract run ... --db URL` first")
+    path = Path(database).expanduser()
+    missing = StoreError(f"no visextract database at {url}: run `visextract run ... --db URL` first")
+    if not path.is_file():
+        raise missing
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as connection:
+            found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record'")
+            has_records = found.fetchone() is not None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open database {url}: {exc}") from None
+    if not has_records:
+        raise missing
 
 
 def _first_line(exc: BaseException) -> str:

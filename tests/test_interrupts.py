@@ -80,7 +80,14 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_what_was_saved(db_url, tmp_path)
     assert run.returncode == 130 and "aborted" in err and "Traceback" not in err
     assert took < 4, f"the second Ctrl-C took {took:.1f} s to exit"
     assert count_records(db_url) >= before_abort
-    assert run_rows(db_url)[0].status == "interrupted"
+    (aborted,) = run_rows(db_url)
+    saved = stored_statuses(db_url)  # every record here was made by this run
+    assert aborted.status == "interrupted"
+    assert (aborted.processed, aborted.failed) == (
+        sum(status in ("ok", "needs_review") for status in saved),
+        saved.count("failed"),
+    )
+    assert aborted.processed >= 1 and aborted.seconds > 0  # what it saved, and how long it ran
 
 
 def test_ctrl_c_while_models_load_stops_at_once(db_url, tmp_path):

@@ -373,14 +373,14 @@ class Heartbeat:
 
 
 def record_abort(store: Store, run_id: int | None, timeout_s: float = 1.0) -> None:
-    """Mark the run interrupted, giving up after `timeout_s` (used when aborting: never wait for a busy
-    database)."""
+    """Mark the run interrupted with what it saved, giving up after `timeout_s` (used when aborting: never
+    wait for a busy database)."""
     if run_id is None:
         return
 
     def mark() -> None:
         try:
-            store.finish_run(run_id, {}, 0.0, "interrupted")
+            store.abort_run(run_id)
         except Exception as exc:
             log.debug("could not mark run %s interrupted: %s", run_id, exc)
 

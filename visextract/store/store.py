@@ -185,6 +185,26 @@ class Store:
             session.add(run)
             session.commit()
 
+    def abort_run(self, run_id: int) -> None:
+        """Mark a run `interrupted` when its summary is not at hand (a second Ctrl-C): the counts are what
+        it saved (its records by status) and the time is since it started."""
+        with self.write() as session:
+            run = session.get(RunRow, run_id)
+            if run is None:
+                return
+            statuses = session.exec(
+                select(RecordRow.status, func.count()).where(RecordRow.run_id == run_id).group_by(RecordRow.status)
+            ).all()
+            saved = dict(statuses)
+            run.processed = saved.get("ok", 0) + saved.get("needs_review", 0)
+            run.needs_review = saved.get("needs_review", 0)
+            run.failed = saved.get("failed", 0)
+            run.finished_at = utc_now()
+            run.seconds = round((run.finished_at - _aware(run.started_at)).total_seconds(), 3)
+            run.status = "interrupted"
+            session.add(run)
+            session.commit()
+
     def _register_schema(self, session: Session, schema: RecordSchema) -> None:
         """Remember this schema version and (re)create its typed view (runs starting at once queue up)."""
         _SCHEMAS[(schema.name, schema.version)] = schema

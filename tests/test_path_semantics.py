@@ -47,7 +47,7 @@ def test_a_changed_file_shows_only_its_new_content_and_a_deleted_one_goes_missin
     save_sample("astronaut", a)  # other bytes at the same path
     b.unlink()
     second = cli("run", folder, "--db", any_db, "--tools", TOOLS)
-    assert second.exit_code == 0 and "1 processed" in second.stdout and "1 paths missing" in second.stdout
+    assert second.exit_code == 0 and "1 processed" in second.stdout and "1 path missing" in second.stdout
 
     records = export(cli, any_db)
     assert [(Path(r["path"]).name, r["sha256"]) for r in records] == [("a.png", sha256_of(a))]
@@ -103,7 +103,7 @@ def test_a_file_that_comes_back_is_listed_again_without_redoing_it(cli, tmp_path
     cli("run", folder, "--db", db_url, "--tools", TOOLS)
     kept = folder.parent / "cup.png"
     (folder / "cup.png").rename(kept)
-    assert "1 paths missing" in cli("run", folder, "--db", db_url, "--tools", TOOLS).stdout
+    assert "1 path missing" in cli("run", folder, "--db", db_url, "--tools", TOOLS).stdout
     assert [Path(r["path"]).name for r in export(cli, db_url)] == ["cat.png"]
     kept.rename(folder / "cup.png")
     back = cli("run", folder, "--db", db_url, "--tools", TOOLS)
@@ -119,7 +119,7 @@ def test_a_moved_file_keeps_its_record_under_the_new_path(cli, tmp_path, db_url)
     cli("run", folder, "--db", db_url, "--tools", TOOLS)
     (folder / "old-name.png").rename(folder / "new-name.png")
     moved = cli("run", folder, "--db", db_url, "--tools", TOOLS)
-    assert "0 processed" in moved.stdout and "1 skipped" in moved.stdout and "1 paths missing" in moved.stdout
+    assert "0 processed" in moved.stdout and "1 skipped" in moved.stdout and "1 path missing" in moved.stdout
     (record,) = export(cli, db_url)
     assert Path(record["path"]).name == "new-name.png"
     assert json.loads(cli("show", folder / "new-name.png", "--db", db_url).stdout)["paths"] == [
@@ -139,7 +139,7 @@ def test_only_a_complete_listing_marks_paths_missing(cli, tmp_path, db_url):
     assert len(export(cli, db_url)) == 3  # --limit saw one file: it cannot know what else is gone
     one_file = cli("run", folder / "coffee.png", "--db", db_url, "--tools", TOOLS)
     assert "missing" not in one_file.stdout and len(export(cli, db_url)) == 3  # a file argument is not a folder
-    assert "1 paths missing" in cli("run", folder, "--db", db_url, "--tools", TOOLS).stdout
+    assert "1 path missing" in cli("run", folder, "--db", db_url, "--tools", TOOLS).stdout
     assert len(export(cli, db_url)) == 2
 
 

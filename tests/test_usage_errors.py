@@ -62,6 +62,8 @@ def run_count(db: str) -> int:
         (["--limit", "0"], "--limit must be 1 or more"),
         (["--detector-threshold", "2"], "--detector-threshold must be between 0 and 1"),
         (["--model", "classifier=/no/such/model"], "does not exist"),
+        (["--tools", ""], "--tools '' names no tool"),
+        (["--tools", " , "], "names no tool"),
     ],
 )
 def test_a_bad_option_is_one_line_before_any_work_and_changes_no_record(done, photos, cli, options, message):

@@ -107,6 +107,18 @@ def _split(values: str | None) -> list[str]:
     return [v.strip() for v in (values or "").split(",") if v.strip()]
 
 
+def _tool_list(tools: str | None) -> list[str] | None:
+    """`--tools a,b` as a list; not given: None (the schema's defaults); given but naming none: an error."""
+    from visextract.errors import UsageError
+
+    if tools is None:
+        return None
+    names = _split(tools)
+    if not names:
+        raise UsageError(f"--tools {tools!r} names no tool: give a comma-separated list, e.g. --tools classifier,ocr")
+    return names
+
+
 def _parse_models(values: list[str] | None) -> dict[str, str]:
     from visextract.errors import UsageError
 
@@ -239,7 +251,7 @@ def run(
 
     extractor = Extractor(
         schema=schema,
-        tools=_split(tools) or None,
+        tools=_tool_list(tools),
         models=_parse_models(model),
         labels=_split(labels),
         question=question,
@@ -330,7 +342,7 @@ def _print_summary(summary: Any, db_url: str) -> None:
     parts.append(f"{summary.skipped} skipped")
     parts.append(f"[red]{summary.failed} failed[/red]" if summary.failed else "0 failed")
     if summary.missing:
-        parts.append(f"[yellow]{summary.missing} paths missing[/yellow]")
+        parts.append(f"[yellow]{summary.missing} path{'' if summary.missing == 1 else 's'} missing[/yellow]")
     out.print(f"{', '.join(parts)} in {summary.seconds:.1f} s ({rate:.2f} img/s) -> {db_url}")
     if summary.llm_problem:
         out.print(f"[yellow]LLM unavailable[/yellow]: {escape(summary.llm_problem)}", highlight=False)

@@ -173,6 +173,15 @@ def test_a_sqlite_url_with_two_slashes_is_one_line_naming_the_right_form(cli, co
     )
 
 
+@pytest.mark.parametrize("query", ["", "   "])
+def test_an_empty_search_is_one_line_not_an_empty_table(done, cli, query):
+    result = cli("search", query, "--db", done)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == "error: search needs a query: say what to look for, e.g. 'a red car'"
+    with pytest.raises(UsageError, match="search needs a query"):
+        vx.search(query, db=done)
+
+
 def test_python_read_functions_never_create_a_database(tmp_path):
     nope = tmp_path / "nope.db"
     with pytest.raises(StoreError, match="no visextract database"):

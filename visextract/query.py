@@ -54,6 +54,8 @@ def search(
 
     if k < 1:
         raise UsageError(f"{option_name('k')} must be 1 or more")
+    if not query.strip():
+        raise UsageError("search needs a query: say what to look for, e.g. 'a red car'")
     store = open_store(_db(db))
     store.check_schema_name(schema)
     return search_records(store, query, k=k, schema_name=schema, include_missing=include_missing)

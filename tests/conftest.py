@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +135,16 @@ def web_library(tmp_path_factory: pytest.TempPathFactory):
     from web_library import build_library
 
     return build_library(tmp_path_factory.mktemp("web-library"))
+
+
+def database_fingerprint(db: str) -> str:
+    """A hash of a SQLite database's table definitions and every row: equal before and after means nothing
+    in the database changed."""
+    digest = hashlib.sha256()
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as connection:
+        for name, sql in connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall():
+            digest.update(f"{name}:{sql}".encode())
+            if sql and sql.startswith("CREATE TABLE"):
+                for row in connection.execute(f'SELECT * FROM "{name}" ORDER BY 1'):
+                    digest.update(repr(row).encode())
+    return digest.hexdigest()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import save_sample
+from conftest import database_fingerprint, save_sample
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
@@ -125,18 +125,6 @@ def assert_clean_error(result: Any, *words: str) -> None:
     assert "\n" not in text and "Traceback" not in text, text
     for word in words:
         assert word in text, text
-
-
-def fingerprint(db: str) -> str:
-    """Every table's definition and rows: equal before and after means nothing in the database changed."""
-    digest = hashlib.sha256()
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as connection:
-        for name, sql in connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall():
-            digest.update(f"{name}:{sql}".encode())
-            if sql and sql.startswith("CREATE TABLE"):
-                for row in connection.execute(f'SELECT * FROM "{name}" ORDER BY 1'):
-                    digest.update(repr(row).encode())
-    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -237,9 +225,9 @@ def test_run_sql_stops_a_query_at_the_time_limit(mcp):
 )
 def test_writes_are_refused_and_the_database_is_unchanged(mcp, library, query):
     db, _ = library
-    before = fingerprint(db)
+    before = database_fingerprint(db)
     assert_clean_error(mcp.call("run_sql", query=query), "Error executing tool run_sql", "allowed")
-    assert fingerprint(db) == before
+    assert database_fingerprint(db) == before
     assert not mcp.call("list_schemas").is_error  # the server is still there
 
 

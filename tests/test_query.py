@@ -3,13 +3,13 @@ against a scripted OpenAI-compatible server (tool calls, malicious SQL, injected
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import database_fingerprint
 from PIL import Image, ImageDraw, ImageFont
 
 import visextract as vx
@@ -36,17 +36,6 @@ def library(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str
     summary = vx.Extractor(db=db, llm=None).run(folder)
     assert summary.processed == 8
     return db, folder
-
-
-def database_fingerprint(db: str) -> str:
-    """A hash of every row of every visextract table: equal before and after means nothing changed."""
-    path = db.removeprefix("sqlite:///")
-    digest = hashlib.sha256()
-    with sqlite3.connect(path) as connection:
-        for table in ("image", "image_path", "record", "tool_result", "record_embedding", "run", "llm_call"):
-            for row in connection.execute(f"SELECT * FROM {table} ORDER BY 1"):
-                digest.update(repr(row).encode())
-    return digest.hexdigest()
 
 
 def first_hit(db: str, query: str) -> str:

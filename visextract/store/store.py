@@ -115,7 +115,7 @@ class Store:
         visextract database behind it is a StoreError instead of a new, empty database."""
         self.url = url
         if not create:
-            _refuse_missing_sqlite_file(url)
+            _refuse_sqlite_file_that_is_not_ours(url)
         self.engine: Engine = open_engine(url)
         self._writer = self.engine.execution_options(write=True)
         try:
@@ -678,7 +678,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _refuse_missing_sqlite_file(url: str) -> None:
+def _refuse_sqlite_file_that_is_not_ours(url: str) -> None:
     """For read commands: a SQLite file that does not exist, or is not a visextract database (an empty
     file, another program's database), is a StoreError, found through a read-only connection before
     anything (WAL mode, a migration) could change the file."""

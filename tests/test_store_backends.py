@@ -4,15 +4,18 @@ typed views through read-only SQL, search, ask; and upgrading a database made by
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from openai_test_server import OpenAITestServer
 from PIL import Image
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 import visextract as vx
-from visextract.errors import QueryRefusedError
+import visextract.store.store as store_module
+from visextract.errors import QueryRefusedError, StoreError
 from visextract.store import Store
 from visextract.store.export import export_dicts
 from visextract.store.migrations import MIGRATIONS, current_version
@@ -111,3 +114,53 @@ def test_python_sql_returns_columns_rows_and_truncation(any_db, photos):
     with pytest.raises(QueryRefusedError):
         vx.sql("DELETE FROM record", db=any_db)
     assert vx.sql("SELECT count(*) AS n FROM record", db=any_db).rows == [{"n": 3}]
+
+
+def _locked(statement: str = "BEGIN IMMEDIATE") -> OperationalError:
+    return OperationalError(statement, {}, sqlite3.OperationalError("database is locked"))
+
+
+def test_opening_a_database_others_are_creating_waits_out_sqlite_lock_answers(tmp_path, monkeypatch):
+    """SQLite skips its busy timeout where waiting could deadlock, as when several processes open one new
+    file at once (a `status` polling a run that is starting, Ray workers): opening retries instead of
+    failing with "database is locked"."""
+    real_migrate = store_module.migrate
+    attempts: list[int] = []
+
+    def locked_twice(engine):
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise _locked()
+        return real_migrate(engine)
+
+    monkeypatch.setattr(store_module, "migrate", locked_twice)
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        assert len(attempts) == 3
+        assert current_version(store.engine) == len(MIGRATIONS)
+    finally:
+        store.close()
+
+
+def test_a_lock_that_does_not_clear_is_still_one_line_and_other_errors_are_not_retried(tmp_path, monkeypatch):
+    attempts: list[str] = []
+
+    def failing(answer: str):
+        def migrate(engine):
+            attempts.append(answer)
+            raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError(answer))
+
+        return migrate
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(store_module, "migrate", failing("database is locked"))
+    with pytest.raises(StoreError, match=r"^cannot open database .*: .*database is locked") as held:
+        Store(f"sqlite:///{tmp_path / 'held.db'}")
+    assert "\n" not in str(held.value)
+    assert 1 < len(attempts) < 30  # retried with growing pauses, then gave up
+
+    attempts.clear()
+    monkeypatch.setattr(store_module, "migrate", failing("disk I/O error"))
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(f"sqlite:///{tmp_path / 'broken.db'}")
+    assert attempts == ["disk I/O error"]

@@ -5,20 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, func, inspect, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from visextract.errors import StoreError
 from visextract.schemas.base import RecordSchema
-from visextract.store.engine import open_engine, parse_db_url
+from visextract.store.engine import SQLITE_BUSY_TIMEOUT_S, open_engine, parse_db_url
 from visextract.store.migrations import migrate
 from visextract.store.paths import path_subject, reconcile_records
 from visextract.store.tables import (
@@ -34,6 +35,8 @@ from visextract.store.tables import (
     utc_now,
 )
 from visextract.store.views import TypedView, create_typed_view, typed_view
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -119,9 +122,9 @@ class Store:
         self.engine: Engine = open_engine(url)
         self._writer = self.engine.execution_options(write=True)
         try:
-            if not create and not inspect(self.engine).has_table("record"):
+            if not create and not _retry_while_sqlite_is_locked(lambda: inspect(self.engine).has_table("record")):
                 raise StoreError(f"no visextract database at {self.safe_url}: run `visextract run ... --db URL` first")
-            if migrate(self.engine):
+            if _retry_while_sqlite_is_locked(lambda: migrate(self.engine)):
                 self._refresh_typed_views()
         except DatabaseError as exc:
             self.engine.dispose()
@@ -698,6 +701,24 @@ def _refuse_sqlite_file_that_is_not_ours(url: str) -> None:
         raise StoreError(f"cannot open database {url}: {exc}") from None
     if not has_records:
         raise missing
+
+
+def _retry_while_sqlite_is_locked(step: Callable[[], T]) -> T:
+    """Run `step`, retrying while SQLite answers "database is locked" for up to SQLITE_BUSY_TIMEOUT_S.
+
+    The busy timeout covers ordinary lock waits, but SQLite skips it where waiting could deadlock, which
+    happens when several processes open (and create) the same new file at once, e.g. `visextract status`
+    polling a run that is just starting, or Ray workers opening the database together."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.01
+    while True:
+        try:
+            return step()
+        except OperationalError as exc:
+            if "database is locked" not in str(exc.orig) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -73,6 +73,9 @@ def test_a_changed_file_shows_only_its_new_content_and_a_deleted_one_goes_missin
     missing = export(cli, any_db, "--include-missing")
     assert sorted(Path(r["path"]).name for r in missing) == ["a.png", "b.png"]
     assert "missing" in cli("status", "--db", any_db).stdout
+    rows = cli("status", "--list", "--include-missing", "--db", any_db).stdout.splitlines()
+    (a_row,), (b_row,) = [r for r in rows if "a.png" in r], [r for r in rows if "b.png" in r]
+    assert "(missing)" in b_row and "(missing)" not in a_row  # a listing that brings them back marks them
     counts = Store(any_db).status_counts()["scene"]
     assert counts == {"ok": 1, "missing": 1}
     assert {Path(h["path"]).name for h in json.loads(

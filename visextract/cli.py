@@ -418,7 +418,7 @@ def _print_record_table(store: Any, schema: str | None, only_status: str | None,
     table = Table(show_lines=False)
     for column in ("path", "status", "top label", "faces", "text", "error"):
         table.add_column(column, overflow="fold")
-    for record in export_dicts(store, schema, include_missing=include_missing):
+    for record in export_dicts(store, schema, with_ids=include_missing, include_missing=include_missing):
         if only_status and record["status"] != only_status:
             continue
         tools = record["tools"]
@@ -428,7 +428,7 @@ def _print_record_table(store: Any, schema: str | None, only_status: str | None,
         style = {"ok": "green", "failed": "red", "needs_review": "yellow"}.get(record["status"], "")
         table.add_row(
             display_path(record["path"]),
-            f"[{style}]{record['status']}[/{style}]",
+            f"[{style}]{record['status']}[/{style}]" + (" [dim](missing)[/dim]" if record.get("missing") else ""),
             escape(_printable(top)),
             faces,
             escape(_printable((text[:40] + "…") if len(text) > 40 else text)),

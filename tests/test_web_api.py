@@ -206,6 +206,14 @@ def test_anything_but_a_known_sha256_is_not_found(client, url):
     assert client.get(url).status_code == 404
 
 
+def test_a_bad_filter_in_the_address_bar_is_a_page_naming_it_and_json_for_api_clients(client):
+    page = client.get("/?status=bogus", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+    assert "Bad address" in page.text and "status: Input should be" in page.text and 'href="/"' in page.text
+    api = client.get("/api/records?status=bogus", headers={"Accept": "application/json"})
+    assert api.status_code == 422 and api.json()["errors"][0]["field"] == "query.status"
+
+
 def test_paths_and_undecodable_files_are_never_served(client, web_library, tmp_path):
     broken_sha = sha_of(web_library.photos / "broken.jpg")
     assert client.get(f"/image/{broken_sha}").status_code == 404  # in the database, but not an image

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -65,12 +65,20 @@ def _static_url(context: WebContext) -> Any:
     return static_url
 
 
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A malformed body or parameter: 422 in the same `{"errors": [{"field", "message"}]}` shape as reviews."""
+async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """A malformed body or parameter: 422 in the same `{"errors": [{"field", "message"}]}` shape as reviews,
+    or, for a page a browser asked for (e.g. `/?status=bogus`), a page naming what is wrong."""
+    from visextract.web.pages import render
+
     errors = [
         {"field": ".".join(str(part) for part in error["loc"] if part != "body") or "body", "message": error["msg"]}
         for error in exc.errors()
     ]
+    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        problems = [f"{error['field'].removeprefix('query.')}: {error['message']}" for error in errors]
+        return render(
+            request, request.app.state.web, "problem.html", 422, nav="", heading="Bad address", problems=problems
+        )
     return JSONResponse({"errors": errors}, 422)
 
 

@@ -63,7 +63,7 @@ def record(request: Request, sha: Sha256, ctx: Context, schema: SchemaName = Non
     records = records_for(ctx.store, sha)
     chosen = next((r for r in records if r["schema"] == schema), records[0] if records else None)
     if chosen is None:
-        return render(request, ctx, "not_found.html", 404, nav="", what=f"no record for {sha}")
+        return render(request, ctx, "problem.html", 404, nav="", heading="Not found", problems=[f"no record for {sha}"])
     return render(
         request,
         ctx,

@@ -58,6 +58,7 @@ def test_first_ctrl_c_saves_the_images_being_computed_and_reports_them(db_url, t
     assert stored > at_signal, (at_signal, stored)
     assert stored < 30, "the run should have stopped taking new images"
     assert f"{stored} processed" in out and "interrupted" in out and "Traceback" not in err
+    assert f" {stored}/30 " in err  # the progress bar counts the images done, not those left for the next run
     assert stored_statuses(db_url) == ["ok"] * stored  # nothing half-done was stored as failed
     assert run_rows(db_url)[0].status == "interrupted"
     rerun = visextract("run", tmp_path / "photos", "--db", db_url, "--tools", TOOLS)

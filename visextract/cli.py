@@ -292,6 +292,8 @@ def run(
         progress.update(task, phase=phase)
 
     def on_image(outcome: Any) -> None:
+        if outcome.status == "cancelled":  # left for the next run (Ctrl-C): not done, so not counted
+            return
         progress.advance(task)
         elapsed = progress.tasks[0].elapsed or 0
         done = progress.tasks[0].completed

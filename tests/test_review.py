@@ -4,7 +4,9 @@ under a changed schema) until `run --discard-reviews`. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import sqlite3
 import threading
@@ -68,6 +70,9 @@ def test_an_edit_makes_a_new_version_with_human_provenance(lib, cli):
     assert after["version"] == 2 and after["review"]["fields"] == ["face_count"] and after["review"]["by"] == "ann"
     assert [(v, current) for v, current, *_ in versions(db, "astronaut.png")] == [(1, 0), (2, 1)]
     assert json.loads(versions(db, "astronaut.png")[0][3])["face_count"] == 1  # the old version is history
+    (row,) = [r for r in csv.DictReader(io.StringIO(cli("export", "--db", db, "--format", "csv").stdout))
+              if r["path"].endswith("astronaut.png") and r["schema"] == "scene"]  # fmt: skip
+    assert row["version"] == "2" and json.loads(row["review"]) == after["review"]  # the CSV says so too
 
 
 def test_accepting_keeps_every_value_and_source_and_clears_review(lib, cli):

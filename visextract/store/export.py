@@ -227,7 +227,9 @@ def _write_text(fmt: str, records: Iterator[dict[str, Any]], handle: IO[str], fi
         return count
     writer = csv.writer(handle)
     header = ["path", "sha256", "width", "height", "status", "error", "schema", "schema_version"]
-    writer.writerow(header + [f"data.{name}" for name in fields] + ["llm_cost_usd", "provenance", "tools"])
+    writer.writerow(
+        header + [f"data.{name}" for name in fields] + ["llm_cost_usd", "provenance", "tools", "version", "review"]
+    )
     for record in records:
         data = record["data"] or {}
         writer.writerow(
@@ -237,6 +239,8 @@ def _write_text(fmt: str, records: Iterator[dict[str, Any]], handle: IO[str], fi
                 (record["llm"] or {}).get("cost_usd"),
                 json.dumps(record["provenance"], ensure_ascii=False),
                 json.dumps(record["tools"], ensure_ascii=False),
+                record["version"],
+                None if record["review"] is None else json.dumps(record["review"], ensure_ascii=False),
             ]
         )
         count += 1

@@ -179,6 +179,11 @@ def test_search_refuses_a_bad_k_in_one_line(mcp):
     assert_clean_error(mcp.call("search_images", query="a cat", k=500), "k must be between 1 and 50")
 
 
+def test_arguments_of_the_wrong_shape_are_one_line_naming_them(mcp):
+    assert_clean_error(mcp.call("run_sql"), "run_sql", "query: Field required")
+    assert_clean_error(mcp.call("search_images", query="a cat", k="many"), "k: Input should be a valid integer")
+
+
 def test_run_sql_reads_the_typed_views_with_a_row_limit(mcp, library):
     db, _ = library
     result = mcp.call("run_sql", query="SELECT path, face_count FROM scene WHERE face_count > 0 ORDER BY path")

@@ -23,7 +23,7 @@ from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp_types import TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from visextract import __version__
 from visextract.errors import VisextractError
@@ -63,6 +63,22 @@ class ImageRecords(BaseModel):
     records: list[dict[str, Any]]
 
 
+class VisextractMCPServer(MCPServer):
+    """MCPServer whose argument errors are one line too (the SDK passes pydantic's multi-line text on)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or 'arguments'}: {error['msg']}"
+                for error in exc.__cause__.errors(include_url=False)
+            )
+            raise ToolError(f"Error executing tool {name}: {problems}") from None
+
+
 @contextmanager
 def tool_errors() -> Iterator[None]:
     """Errors a caller can fix become MCP tool errors with one line; internal bugs still raise."""
@@ -81,7 +97,7 @@ def build_server(
 
     store = open_store(db) if isinstance(db, str) else db  # never creates a database
     warn_about_privileges(store.url)
-    server: MCPServer = MCPServer("visextract", instructions=INSTRUCTIONS, version=__version__)
+    server: MCPServer = VisextractMCPServer("visextract", instructions=INSTRUCTIONS, version=__version__)
 
     def read_only_tool(function: ToolFunction) -> ToolFunction:
         """Register a tool; its docstring, dedented, is the description the client's model reads."""

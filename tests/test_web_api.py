@@ -214,6 +214,14 @@ def test_a_bad_filter_in_the_address_bar_is_a_page_naming_it_and_json_for_api_cl
     assert api.status_code == 422 and api.json()["errors"][0]["field"] == "query.status"
 
 
+def test_a_record_page_for_a_schema_the_image_has_no_record_of_is_not_found(client, web_library):
+    sha = sha_of(web_library.photos / "astronaut.png")  # extracted with the scene schema only
+    assert client.get(f"/record/{sha}?schema=scene").status_code == 200
+    page = client.get(f"/record/{sha}?schema=vehicle")
+    assert page.status_code == 404 and "with schema &#39;vehicle&#39; (it has: scene)" in page.text
+    assert client.get(f"/api/records/{sha}?schema=vehicle").status_code == 404  # as the JSON API says
+
+
 def test_paths_and_undecodable_files_are_never_served(client, web_library, tmp_path):
     broken_sha = sha_of(web_library.photos / "broken.jpg")
     assert client.get(f"/image/{broken_sha}").status_code == 404  # in the database, but not an image

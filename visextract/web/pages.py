@@ -61,9 +61,12 @@ def gallery_link(query: RecordQuery) -> Any:
 @router.get("/record/{sha256}", response_class=HTMLResponse)
 def record(request: Request, sha: Sha256, ctx: Context, schema: SchemaName = None) -> HTMLResponse:
     records = records_for(ctx.store, sha)
-    chosen = next((r for r in records if r["schema"] == schema), records[0] if records else None)
+    chosen = next((r for r in records if r["schema"] == schema), None) if schema else next(iter(records), None)
     if chosen is None:
-        return render(request, ctx, "problem.html", 404, nav="", heading="Not found", problems=[f"no record for {sha}"])
+        problem = f"no record for {sha}"
+        if schema and records:
+            problem += f" with schema {schema!r} (it has: {', '.join(r['schema'] for r in records)})"
+        return render(request, ctx, "problem.html", 404, nav="", heading="Not found", problems=[problem])
     return render(
         request,
         ctx,

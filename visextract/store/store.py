@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, and_, func, inspect, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, col, select
+from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from visextract.errors import StoreError
 from visextract.schemas.base import RecordSchema
@@ -704,21 +704,22 @@ def _refuse_sqlite_file_that_is_not_ours(url: str) -> None:
 
 
 def _retry_while_sqlite_is_locked(step: Callable[[], T]) -> T:
-    """Run `step`, retrying while SQLite answers "database is locked" for up to SQLITE_BUSY_TIMEOUT_S.
+    """Run `step`, retrying while SQLite answers "database is locked", for up to SQLITE_BUSY_TIMEOUT_S.
 
     The busy timeout covers ordinary lock waits, but SQLite skips it where waiting could deadlock, which
     happens when several processes open (and create) the same new file at once, e.g. `visextract status`
     polling a run that is just starting, or Ray workers opening the database together."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    pause = 0.01
-    while True:
-        try:
-            return step()
-        except OperationalError as exc:
-            if "database is locked" not in str(exc.orig) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+    retrying = Retrying(
+        retry=retry_if_exception(_is_sqlite_locked),
+        wait=wait_exponential(multiplier=0.01, max=0.5),  # 0.01 s, doubling, at most 0.5 s
+        stop=stop_before_delay(SQLITE_BUSY_TIMEOUT_S),
+        reraise=True,
+    )
+    return retrying(step)
+
+
+def _is_sqlite_locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """Retrying transient API errors (429, 5xx, timeouts, connection resets) with tenacity.
 
-This is the only place transient retries happen; the validation re-ask is a separate loop in the
+This is the only place transient API retries happen; the validation re-ask is a separate loop in the
 extraction graph. Waits honour the server's Retry-After, else back off exponentially with jitter.
 """
 
